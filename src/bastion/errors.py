@@ -1,0 +1,103 @@
+"""The exception tree: every error Bastion raises on purpose, with its CLI exit code and HTTP status.
+
+::
+
+    BastionError                      exit 1   HTTP 500
+    ├── InvalidInputError             exit 2   HTTP 400   a value the caller gave is wrong
+    │   ├── ConfigError               exit 2   HTTP 400   an option, preset or attack name
+    │   └── DataError                 exit 2   HTTP 422   data: NaN/Inf, bounds, labels, shapes, empty
+    ├── ModelError                    exit 3   HTTP 500   a model could not be loaded or run
+    │   └── UnsafeModelError          exit 4   HTTP 400   a model file that would run code when loaded
+    ├── NotFoundError                 exit 2   HTTP 404   a file or folder that does not exist
+    ├── BudgetExhaustedError          exit 5   HTTP 429   a query budget ran out
+    └── ThresholdError                exit 10  HTTP 200   an assessment ran but missed a --fail-under
+
+The CLI prints ``str(error)`` and exits with ``error.exit_code``; it never shows a traceback for
+these. Anything else reaching the top is a bug and exits 70 (EX_SOFTWARE).
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+__all__ = [
+    "BastionError",
+    "BudgetExhaustedError",
+    "ConfigError",
+    "DataError",
+    "InvalidInputError",
+    "ModelError",
+    "NotFoundError",
+    "ThresholdError",
+    "UnsafeModelError",
+]
+
+INTERNAL_ERROR_EXIT_CODE = 70
+
+
+class BastionError(Exception):
+    """Base of every error Bastion raises on purpose."""
+
+    exit_code: ClassVar[int] = 1
+    http_status: ClassVar[int] = 500
+    code: ClassVar[str] = "bastion_error"
+
+
+class InvalidInputError(BastionError):
+    """A value the caller supplied is out of range or of the wrong kind."""
+
+    exit_code = 2
+    http_status = 400
+    code = "invalid_input"
+
+
+class ConfigError(InvalidInputError):
+    """An option, preset, norm or attack name that does not exist or does not fit."""
+
+    code = "invalid_config"
+
+
+class DataError(InvalidInputError):
+    """Data that cannot be used: NaN/Inf, outside the bounds, bad labels, wrong shape, empty."""
+
+    http_status = 422
+    code = "invalid_data"
+
+
+class ModelError(BastionError):
+    """A model that could not be loaded or that failed when run."""
+
+    exit_code = 3
+    code = "model_error"
+
+
+class UnsafeModelError(ModelError):
+    """A model file whose loading could execute code (a pickle), refused."""
+
+    exit_code = 4
+    http_status = 400
+    code = "unsafe_model"
+
+
+class NotFoundError(BastionError):
+    """A file or folder the caller named does not exist."""
+
+    exit_code = 2
+    http_status = 404
+    code = "not_found"
+
+
+class BudgetExhaustedError(BastionError):
+    """A hard query budget ran out before the work was done."""
+
+    exit_code = 5
+    http_status = 429
+    code = "budget_exhausted"
+
+
+class ThresholdError(BastionError):
+    """The assessment ran, but a ``--fail-under`` threshold was missed (for CI)."""
+
+    exit_code = 10
+    http_status = 200
+    code = "threshold_missed"

@@ -1,0 +1,126 @@
+"""Load a PyTorch model from a file without ever unpickling untrusted code."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from bastion.errors import ConfigError, ModelError, UnsafeModelError
+from bastion.models.files import ModelFormat, sniff_format
+from bastion.models.torch import TorchClassifier
+
+__all__ = ["load_factory", "load_torch_model"]
+
+_SAFE_ADVICE = (
+    "save the model as TorchScript (torch.jit.save), as torch.export (.pt2), "
+    "or its weights as safetensors and pass --factory module:function that builds the module"
+)
+
+
+def load_torch_model(
+    path: str | Path,
+    *,
+    input_shape: tuple[int, ...],
+    bounds: tuple[float, float] = (0.0, 1.0),
+    factory: str | None = None,
+    num_classes: int | None = None,
+    device: str | torch.device = "cpu",
+) -> TorchClassifier:
+    """Load TorchScript, torch.export, or ``factory`` + weights (safetensors or a weights-only state dict).
+
+    A pickled module is refused: loading it would run whatever code the file carries.
+    """
+    path = Path(path)
+    fmt = sniff_format(path)
+    module = _load_module(path, fmt, factory, torch.device(device))
+    module.to(torch.device(device))
+    return TorchClassifier(
+        module, input_shape=input_shape, num_classes=num_classes, bounds=bounds, name=path.name
+    )
+
+
+def _load_module(path: Path, fmt: ModelFormat, factory: str | None, device: torch.device) -> nn.Module:
+    if fmt is ModelFormat.TORCHSCRIPT:
+        return _checked(lambda: torch.jit.load(str(path), map_location=device), path)
+    if fmt is ModelFormat.TORCH_EXPORT:
+        return _checked(lambda: torch.export.load(str(path)).module(), path)
+    if fmt is ModelFormat.PICKLE:
+        raise UnsafeModelError(f"{path} is a pickle: unpickling it could execute code. Instead, {_SAFE_ADVICE}")
+    if fmt is ModelFormat.SAFETENSORS:
+        return _with_weights(path, factory, _read_safetensors)
+    if fmt is ModelFormat.TORCH_PICKLE:
+        if factory is None:
+            raise UnsafeModelError(
+                f"{path} is a pickled PyTorch checkpoint (torch.save): loading it as a whole could execute "
+                f"code. Instead, {_SAFE_ADVICE} (a state dict is then read with weights_only=True)"
+            )
+        return _with_weights(path, factory, _read_state_dict)
+    raise ModelError(
+        f"{path}: unrecognised model format ({fmt.value}); expected TorchScript, torch.export (.pt2), "
+        "or safetensors / state-dict weights with --factory"
+    )
+
+
+def _checked(load: Callable[[], object], path: Path) -> nn.Module:
+    try:
+        module = load()
+    except Exception as exc:  # corrupt or incompatible archives surface as many exception types
+        raise ModelError(f"could not load {path}: {type(exc).__name__}: {exc}") from exc
+    if not isinstance(module, nn.Module):
+        raise ModelError(f"{path} did not hold a module, got {type(module).__name__}")
+    return module
+
+
+def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    try:
+        return dict(load_file(str(path)))
+    except Exception as exc:  # safetensors raises its own error types for damaged headers
+        raise ModelError(f"could not read safetensors weights {path}: {exc}") from exc
+
+
+def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        state = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:  # the weights-only unpickler refuses anything but tensors and containers
+        raise UnsafeModelError(
+            f"{path} holds more than weights (the weights-only loader refused it: {exc}). Instead, {_SAFE_ADVICE}"
+        ) from exc
+    if not isinstance(state, dict):
+        raise ModelError(f"{path}: expected a state dict, got {type(state).__name__}")
+    return state
+
+
+def _with_weights(
+    path: Path, factory: str | None, read: Callable[[Path], dict[str, torch.Tensor]]
+) -> nn.Module:
+    if factory is None:
+        raise ConfigError(f"{path} holds only weights: pass --factory module:function that builds the module")
+    module = load_factory(factory)()
+    if not isinstance(module, nn.Module):
+        raise ConfigError(f"factory {factory!r} returned {type(module).__name__}, expected an nn.Module")
+    state = read(path)
+    try:
+        module.load_state_dict(state)
+    except RuntimeError as exc:
+        raise ModelError(f"weights in {path} do not fit the module built by {factory}: {exc}") from exc
+    return module
+
+
+def load_factory(spec: str) -> Callable[[], object]:
+    """Resolve ``package.module:function`` to a callable that returns an ``nn.Module``."""
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise ConfigError(f"expected a factory as 'package.module:function', got {spec!r}")
+    try:
+        target = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"cannot import factory {spec!r}: {exc}") from exc
+    if not callable(target):
+        raise ConfigError(f"factory {spec!r} is not callable")
+    return target  # type: ignore[no-any-return]

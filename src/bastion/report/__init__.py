@@ -1,0 +1,1 @@
+"""Report value types and writers (JSON, HTML, JUnit, terminal)."""
