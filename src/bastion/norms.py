@@ -42,7 +42,8 @@ class Norm:
 
     def distance(self, a: Tensor, b: Tensor) -> Tensor:
         """Per-example norm of ``a - b``, shape ``(n,)``."""
-        return torch.linalg.vector_norm(_flat(a - b), ord=self.p, dim=1)
+        out: Tensor = torch.linalg.vector_norm(_flat(a - b), ord=self.p, dim=1)
+        return out
 
     def project(self, delta: Tensor, eps: Eps) -> Tensor:
         """The closest point to ``delta`` inside the ball of radius ``eps``."""
@@ -103,11 +104,13 @@ class L2(Norm):
         d = _flat(like).shape[1]
         u = torch.rand((like.shape[0],), generator=generator, device=like.device, dtype=like.dtype)
         radius = u.pow(1.0 / d).reshape((-1,) + (1,) * (like.dim() - 1))
-        return direction * radius * _per_example(eps, like)
+        out: Tensor = direction * radius * _per_example(eps, like)
+        return out
 
     def ascent(self, grad: Tensor) -> Tensor:
         n = _flat(grad).norm(dim=1).clamp_min(1e-12)
-        return grad / n.reshape((-1,) + (1,) * (grad.dim() - 1))
+        out: Tensor = grad / n.reshape((-1,) + (1,) * (grad.dim() - 1))
+        return out
 
 
 @dataclass(frozen=True)
@@ -145,7 +148,7 @@ class L1(Norm):
 
     def ascent(self, grad: Tensor) -> Tensor:
         flat = _flat(grad)
-        k = max(1, int(round(flat.shape[1] * (1.0 - self.sparsity))))
+        k = max(1, round(flat.shape[1] * (1.0 - self.sparsity)))
         threshold = flat.abs().topk(k, dim=1).values[:, -1:]
         step = flat.sign() * (flat.abs() >= threshold).to(flat.dtype)
         step = step / step.abs().sum(dim=1, keepdim=True).clamp_min(1e-12)

@@ -23,7 +23,7 @@ from bastion.errors import ConfigError, DataError
 from bastion.models.interface import Classifier, Knowledge
 from bastion.norms import Norm, get_norm
 
-__all__ = ["Attack", "AttackResult", "Ledger", "require_eps"]
+__all__ = ["Attack", "AttackResult", "Ledger", "require_at_least", "require_eps"]
 
 # Slack when checking that a returned point lies inside the eps ball (float32 round-off).
 BALL_TOLERANCE = 1e-5
@@ -54,6 +54,12 @@ def require_eps(eps: float | None) -> float:
     if eps is None:
         raise ConfigError("this attack needs an epsilon: pass eps > 0")
     return eps
+
+
+def require_at_least(name: str, value: float, low: float) -> None:
+    """Validate a numeric hyper-parameter on first use, showing the value: ``expected steps >= 1, got 0``."""
+    if not value >= low:
+        raise ConfigError(f"expected {name} >= {low}, got {value}")
 
 
 class Ledger:
@@ -88,6 +94,7 @@ class Attack:
     # A minimal-perturbation attack ignores eps while searching; eps then only judges success.
     minimal: ClassVar[bool] = False
     targeted_only: ClassVar[bool] = False
+    untargeted_only: ClassVar[bool] = False
 
     def __call__(
         self,
@@ -180,6 +187,8 @@ class Attack:
             raise DataError(f"expected {x.shape[0]} labels, got labels of shape {tuple(y.shape)}")
         if targets is None and self.targeted_only:
             raise ConfigError(f"{self.name} is a targeted attack: pass targets")
+        if targets is not None and self.untargeted_only:
+            raise ConfigError(f"{self.name} is an untargeted attack: pass no targets")
         if targets is not None and targets.shape != (x.shape[0],):
             raise DataError(f"expected {x.shape[0]} targets, got shape {tuple(targets.shape)}")
         if self.knowledge is Knowledge.WHITE_BOX and model.knowledge is not Knowledge.WHITE_BOX:

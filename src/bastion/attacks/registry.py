@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from bastion.attacks.ensemble import Ensemble
 from bastion.attacks.evasion import FGSM, PGD
 from bastion.attacks.interface import Attack
 from bastion.errors import ConfigError
@@ -11,6 +12,7 @@ from bastion.errors import ConfigError
 __all__ = ["ATTACKS", "make_attack"]
 
 ATTACKS: dict[str, Callable[..., Attack]] = {
+    "autoattack": Ensemble,
     "fgsm": FGSM,
     "pgd": PGD,
 }

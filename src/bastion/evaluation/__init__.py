@@ -1,0 +1,18 @@
+"""Evaluation: the plan (attacks x budgets), the runner, metrics, trust checks and ``assess``."""
+
+from bastion.evaluation.assess import assess
+from bastion.evaluation.plan import DEFAULT_EPSILONS, PRESETS, Plan, PlannedAttack, make_plan
+from bastion.evaluation.runner import run_plan
+from bastion.evaluation.thresholds import Requirement, parse_requirement
+
+__all__ = [
+    "DEFAULT_EPSILONS",
+    "PRESETS",
+    "Plan",
+    "PlannedAttack",
+    "Requirement",
+    "assess",
+    "make_plan",
+    "parse_requirement",
+    "run_plan",
+]

@@ -81,9 +81,7 @@ def predict(model: Classifier, x: Tensor) -> Tensor:
         return model.logits(x).argmax(dim=1)
 
 
-def value_and_grad(
-    model: Classifier, x: Tensor, loss: Callable[[Tensor], Tensor]
-) -> tuple[Tensor, Tensor, Tensor]:
+def value_and_grad(model: Classifier, x: Tensor, loss: Callable[[Tensor], Tensor]) -> tuple[Tensor, Tensor, Tensor]:
     """Logits, per-example loss and the gradient of the summed loss with respect to ``x``.
 
     Counts one forward and one backward row per example.

@@ -38,14 +38,12 @@ def load_torch_model(
     fmt = sniff_format(path)
     module = _load_module(path, fmt, factory, torch.device(device))
     module.to(torch.device(device))
-    return TorchClassifier(
-        module, input_shape=input_shape, num_classes=num_classes, bounds=bounds, name=path.name
-    )
+    return TorchClassifier(module, input_shape=input_shape, num_classes=num_classes, bounds=bounds, name=path.name)
 
 
 def _load_module(path: Path, fmt: ModelFormat, factory: str | None, device: torch.device) -> nn.Module:
     if fmt is ModelFormat.TORCHSCRIPT:
-        return _checked(lambda: torch.jit.load(str(path), map_location=device), path)
+        return _checked(lambda: torch.jit.load(str(path), map_location=device), path)  # type: ignore[no-untyped-call]
     if fmt is ModelFormat.TORCH_EXPORT:
         return _checked(lambda: torch.export.load(str(path)).module(), path)
     if fmt is ModelFormat.PICKLE:
@@ -96,9 +94,7 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def _with_weights(
-    path: Path, factory: str | None, read: Callable[[Path], dict[str, torch.Tensor]]
-) -> nn.Module:
+def _with_weights(path: Path, factory: str | None, read: Callable[[Path], dict[str, torch.Tensor]]) -> nn.Module:
     if factory is None:
         raise ConfigError(f"{path} holds only weights: pass --factory module:function that builds the module")
     module = load_factory(factory)()

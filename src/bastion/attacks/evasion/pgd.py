@@ -23,6 +23,7 @@ Example::
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -97,7 +98,7 @@ class PGD(Attack):
         for _ in range(self.steps):
             sub = _Sub(active)
             xa, la = sub(x_adv), sub(label)
-            logits, _, grad = value_and_grad(model, xa, lambda z, la=la: sign * cross_entropy(z, la))
+            logits, _, grad = value_and_grad(model, xa, functools.partial(_signed_ce, label=la, sign=sign))
             ledger.charge(sub(ids), forward=1, backward=1)
             hit = _fools(logits, sub(y), None if targets is None else sub(targets))
             stepped = norm.clip(xa + alpha * norm.ascent(grad), sub(x), eps, model.bounds)
@@ -152,6 +153,10 @@ class _Sub:
             return part
         full[self.active] = part
         return full
+
+
+def _signed_ce(logits: Tensor, *, label: Tensor, sign: float) -> Tensor:
+    return sign * cross_entropy(logits, label)
 
 
 def _fools(logits: Tensor, y: Tensor, targets: Tensor | None) -> Tensor:

@@ -1,0 +1,79 @@
+"""The ``bastion`` command: one typer app, one module per command group, errors mapped to exit codes."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import typer
+
+import bastion
+from bastion.cli.assess import assess_command
+from bastion.cli.common import err_console, out_console
+from bastion.errors import INTERNAL_ERROR_EXIT_CODE, BastionError
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="bastion",
+    help="Attack, harden and guard machine-learning classifiers.",
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    no_args_is_help=True,
+)
+app.command("assess")(assess_command)
+
+
+@app.command("attacks")
+def attacks_command() -> None:
+    """List the registered attacks with the norms they support."""
+    from rich.table import Table
+
+    from bastion.attacks.registry import ATTACKS
+
+    table = Table("attack", "norms", "knowledge", "kind")
+    for name in sorted(ATTACKS):
+        attack = ATTACKS[name]()
+        kind = "minimal perturbation" if attack.minimal else "bounded (eps)"
+        table.add_row(name, ", ".join(attack.norms), attack.knowledge.value, kind)
+    out_console.print(table)
+
+
+@app.command("version")
+def version_command() -> None:
+    """Print the version."""
+    out_console.print(f"bastion {bastion.__version__}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI and return its exit code; no traceback ever reaches the user."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        # Standalone mode: typer reports usage errors itself (exit 2) and ends with SystemExit.
+        app(args=argv, prog_name="bastion")
+    except SystemExit as stop:
+        return stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
+    except BastionError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        return exc.exit_code
+    except Exception as exc:  # the last line of defence: a bug, reported without a traceback
+        logging.getLogger("bastion").debug("internal error", exc_info=True)
+        err_console.print(
+            f"[bold red]internal error:[/] {type(exc).__name__}: {exc}. "
+            "This is a bug in Bastion; set BASTION_DEBUG=1 for the traceback.",
+            highlight=False,
+        )
+        if _debug():
+            raise
+        return INTERNAL_ERROR_EXIT_CODE
+    return 0
+
+
+def _debug() -> bool:
+    import os
+
+    return os.environ.get("BASTION_DEBUG", "") not in ("", "0")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,142 @@
+"""The assessment plan: which attacks, at which epsilons, on how many examples; and the presets."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from bastion.attacks.interface import Attack
+from bastion.attacks.registry import ATTACKS, make_attack
+from bastion.errors import ConfigError
+from bastion.norms import get_norm
+
+__all__ = ["DEFAULT_EPSILONS", "PRESETS", "Plan", "PlannedAttack", "make_plan"]
+
+
+@dataclass(frozen=True)
+class PlannedAttack:
+    """A registered attack and the options it runs with."""
+
+    name: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def build(self) -> Attack:
+        return make_attack(self.name, **self.options)
+
+
+# Every preset stops attacking an example once it falls (early_stop): robust accuracy only needs
+# to know whether some point in the ball is misclassified, not the strongest such point.
+PRESETS: dict[str, tuple[PlannedAttack, ...]] = {
+    "quick": (
+        PlannedAttack("fgsm"),
+        PlannedAttack("pgd", {"steps": 20, "early_stop": True}),
+        PlannedAttack("apgd-ce", {"steps": 50, "early_stop": True}),
+        PlannedAttack("deepfool", {"steps": 50}),
+    ),
+    "standard": (
+        PlannedAttack("fgsm"),
+        PlannedAttack("pgd", {"steps": 40, "early_stop": True}),
+        PlannedAttack("apgd-ce", {"steps": 100, "early_stop": True}),
+        PlannedAttack("apgd-t", {"steps": 100, "early_stop": True}),
+        PlannedAttack("deepfool", {"steps": 50}),
+        PlannedAttack("cw", {"steps": 100, "binary_search_steps": 5}),
+    ),
+    "thorough": (
+        PlannedAttack("fgsm"),
+        PlannedAttack("pgd", {"steps": 100, "restarts": 5, "early_stop": True}),
+        PlannedAttack("apgd-ce", {"steps": 100, "restarts": 5, "early_stop": True}),
+        PlannedAttack("apgd-dlr", {"steps": 100, "restarts": 5, "early_stop": True}),
+        PlannedAttack("apgd-t", {"steps": 100, "early_stop": True}),
+        PlannedAttack("deepfool", {"steps": 100}),
+        PlannedAttack("cw", {"steps": 1000, "binary_search_steps": 9}),
+    ),
+}
+
+# Default radii as fractions of the input range (bounds high - low), per norm. For MNIST in
+# [0, 1] the Linf values include the customary 0.1 and 0.3.
+DEFAULT_EPSILONS: dict[str, tuple[float, ...]] = {
+    "linf": (0.05, 0.1, 0.2, 0.3),
+    "l2": (0.5, 1.0, 2.0, 3.0),
+    "l1": (5.0, 10.0, 15.0),
+}
+
+DEFAULT_EXAMPLES = {"quick": 200, "standard": 1000, "thorough": 1000}
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Attacks x epsilons over the first ``n_examples`` (seeded shuffle) of the data."""
+
+    preset: str
+    norm: str
+    epsilons: tuple[float, ...]
+    attacks: tuple[PlannedAttack, ...]
+    n_examples: int | None
+    batch_size: int
+    seed: int
+    trust_checks: bool = True
+
+
+def make_plan(
+    *,
+    preset: str = "standard",
+    norm: str = "linf",
+    epsilons: tuple[float, ...] | None = None,
+    attacks: tuple[str, ...] | None = None,
+    n_examples: int | None = None,
+    batch_size: int | None = None,
+    seed: int = 0,
+    bounds: tuple[float, float] = (0.0, 1.0),
+    trust_checks: bool = True,
+) -> Plan:
+    """Validate the choices and build a plan; attacks that do not fit the norm are left out of presets."""
+    if preset not in PRESETS:
+        raise ConfigError(f"unknown preset {preset!r}: expected one of {', '.join(PRESETS)}")
+    norm_name = get_norm(norm).name
+    span = bounds[1] - bounds[0]
+    eps = tuple(sorted(set(epsilons))) if epsilons else tuple(e * span for e in DEFAULT_EPSILONS[norm_name])
+    _check_epsilons(eps, norm_name, span)
+    chosen = _choose_attacks(preset, norm_name, attacks)
+    if n_examples is not None and n_examples <= 0:
+        raise ConfigError(f"expected a number of examples > 0, got {n_examples}")
+    if batch_size is not None and batch_size <= 0:
+        raise ConfigError(f"expected a batch size > 0, got {batch_size}")
+    return Plan(
+        preset=preset,
+        norm=norm_name,
+        epsilons=eps,
+        attacks=chosen,
+        n_examples=n_examples if n_examples is not None else DEFAULT_EXAMPLES[preset],
+        batch_size=batch_size or 1000,
+        seed=seed,
+        trust_checks=trust_checks,
+    )
+
+
+def _check_epsilons(eps: tuple[float, ...], norm: str, span: float) -> None:
+    for e in eps:
+        if not e > 0:
+            raise ConfigError(f"expected eps > 0, got {e}")
+        if norm == "linf" and e > span:
+            raise ConfigError(f"expected eps <= the input range {span:g} for linf, got {e}")
+
+
+def _choose_attacks(preset: str, norm: str, names: tuple[str, ...] | None) -> tuple[PlannedAttack, ...]:
+    if names is None:
+        return tuple(a for a in PRESETS[preset] if a.name in ATTACKS and norm in _norms_of(a))
+    chosen = []
+    preset_options = {a.name: a.options for a in PRESETS[preset]}
+    for name in names:
+        if name not in ATTACKS:
+            raise ConfigError(f"unknown attack {name!r}: expected one of {', '.join(sorted(ATTACKS))}")
+        planned = PlannedAttack(name, preset_options.get(name, {}))
+        if norm not in _norms_of(planned):
+            raise ConfigError(f"attack {name!r} does not support the {norm} norm: it supports {_norms_of(planned)}")
+        chosen.append(planned)
+    if not chosen:
+        raise ConfigError("expected at least one attack")
+    return tuple(chosen)
+
+
+def _norms_of(planned: PlannedAttack) -> tuple[str, ...]:
+    return planned.build().norms
