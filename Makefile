@@ -33,6 +33,7 @@ demo: $(VENV)/.installed
 	@echo "Report: $(REPORT)/report.html (also report.json and junit.xml)"
 
 test: $(VENV)/.test-installed
+	bash scripts/system-deps.sh
 	$(PY) -m pytest -q
 
 lint: $(VENV)/.test-installed

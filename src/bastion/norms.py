@@ -30,7 +30,7 @@ def _per_example(value: Eps, like: Tensor) -> Tensor:
 
 
 def _flat(t: Tensor) -> Tensor:
-    return t.reshape(t.shape[0], -1)
+    return t.reshape(t.shape[0], math.prod(t.shape[1:]))  # not -1: that is ambiguous for an empty batch
 
 
 @dataclass(frozen=True)
@@ -108,8 +108,12 @@ class L2(Norm):
         return out
 
     def ascent(self, grad: Tensor) -> Tensor:
-        n = _flat(grad).norm(dim=1).clamp_min(1e-12)
-        out: Tensor = grad / n.reshape((-1,) + (1,) * (grad.dim() - 1))
+        # Divide by the largest entry first: the gradient of a confident model can be ~1e-20, whose
+        # squares underflow in float32, and a clamped norm would then shrink the step to nothing.
+        shape = (-1,) + (1,) * (grad.dim() - 1)
+        scale = _flat(grad).abs().amax(dim=1).reshape(shape)
+        g = torch.where(scale > 0, grad / scale.clamp_min(torch.finfo(grad.dtype).tiny), 0.0)
+        out: Tensor = g / _flat(g).norm(dim=1).clamp_min(1e-12).reshape(shape)
         return out
 
 

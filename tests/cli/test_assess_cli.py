@@ -105,3 +105,20 @@ def test_torchscript_model_from_a_file(tmp_path: Path) -> None:
     assert code == 0
     report = json.loads((tmp_path / "r" / "report.json").read_text())
     assert report["model"]["name"] == "digits.pt" and report["runs"][0]["robust_accuracy"] < 0.2
+
+
+def test_pt2_needs_trust_model_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from bastion.data import load_demo
+    from bastion.demo import demo_model
+
+    test = load_demo("digits", "test")
+    batch = {"x": {0: torch.export.Dim("batch", min=1, max=4096)}}
+    exported = torch.export.export(demo_model("digits").module, (test.x[:2],), dynamic_shapes=batch)
+    torch.export.save(exported, tmp_path / "digits.pt2")
+    np.savez(tmp_path / "d.npz", x=test.x[:24].numpy(), y=test.y[:24].numpy())
+    base = ["assess", str(tmp_path / "digits.pt2"), "-d", str(tmp_path / "d.npz"), "-a", "fgsm", "--eps", "0.1"]
+    base += ["-o", str(tmp_path / "r"), "-q", "--no-trust-checks"]
+    assert main(base) == 4
+    assert "--trust-model-file" in capsys.readouterr().err.replace("\n", " ")
+    assert main([*base, "--trust-model-file"]) == 0
+    assert json.loads((tmp_path / "r" / "report.json").read_text())["model"]["name"] == "digits.pt2"

@@ -1,7 +1,19 @@
 """Attacks: the Attack template, its result, and every registered technique."""
 
-from bastion.attacks.evasion import FGSM, PGD
+from bastion.attacks.evasion import APGD, APGDT, FGSM, PGD, CarliniWagnerL2, DeepFool
 from bastion.attacks.interface import Attack, AttackResult, Ledger
 from bastion.attacks.registry import ATTACKS, make_attack
 
-__all__ = ["ATTACKS", "FGSM", "PGD", "Attack", "AttackResult", "Ledger", "make_attack"]
+__all__ = [
+    "APGD",
+    "APGDT",
+    "ATTACKS",
+    "FGSM",
+    "PGD",
+    "Attack",
+    "AttackResult",
+    "CarliniWagnerL2",
+    "DeepFool",
+    "Ledger",
+    "make_attack",
+]

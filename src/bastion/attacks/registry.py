@@ -3,16 +3,33 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from bastion.attacks.ensemble import Ensemble
-from bastion.attacks.evasion import FGSM, PGD
+from bastion.attacks.evasion import APGD, APGDT, FGSM, PGD, CarliniWagnerL2, DeepFool
 from bastion.attacks.interface import Attack
 from bastion.errors import ConfigError
 
 __all__ = ["ATTACKS", "make_attack"]
 
+
+def _apgd_ce(**options: Any) -> APGD:
+    """APGD on the cross-entropy loss."""
+    return APGD(loss="ce", **options)
+
+
+def _apgd_dlr(**options: Any) -> APGD:
+    """APGD on the DLR loss."""
+    return APGD(loss="dlr", **options)
+
+
 ATTACKS: dict[str, Callable[..., Attack]] = {
+    "apgd-ce": _apgd_ce,
+    "apgd-dlr": _apgd_dlr,
+    "apgd-t": APGDT,
     "autoattack": Ensemble,
+    "cw": CarliniWagnerL2,
+    "deepfool": DeepFool,
     "fgsm": FGSM,
     "pgd": PGD,
 }

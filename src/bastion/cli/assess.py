@@ -19,7 +19,9 @@ __all__ = ["assess_command"]
 def assess_command(
     model: Annotated[
         Optional[str],  # noqa: UP045 -- typer reads the annotation at run time on Python 3.10
-        typer.Argument(help="Model file (TorchScript, .pt2, or weights with --factory) or demo:mnist / demo:digits."),
+        typer.Argument(
+            help="Model file (TorchScript, weights with --factory, or a trusted .pt2) or demo:mnist / demo:digits."
+        ),
     ] = None,
     data: Annotated[
         Optional[str],  # noqa: UP045
@@ -29,6 +31,9 @@ def assess_command(
         Optional[str],  # noqa: UP045
         typer.Option(help="module:function that builds the nn.Module, for weight files."),
     ] = None,
+    trust_model_file: Annotated[
+        bool, typer.Option(help="Allow a torch.export (.pt2) file: loading one can run code it carries.")
+    ] = False,
     preset: Annotated[str, typer.Option(help=f"One of: {', '.join(PRESETS)}.")] = "standard",
     norm: Annotated[str, typer.Option(help="linf, l2 or l1.")] = "linf",
     eps: Annotated[
@@ -73,6 +78,7 @@ def assess_command(
             device=device,
             seed=seed,
             factory=factory,
+            trust_model_file=trust_model_file,
             fail_under=split_list(fail_under),
             out_dir=out,
             engine=engine,

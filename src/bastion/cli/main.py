@@ -47,7 +47,7 @@ def version_command() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI and return its exit code; no traceback ever reaches the user."""
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    _configure_logging()
     try:
         # Standalone mode: typer reports usage errors itself (exit 2) and ends with SystemExit.
         app(args=argv, prog_name="bastion")
@@ -67,6 +67,15 @@ def main(argv: list[str] | None = None) -> int:
             raise
         return INTERNAL_ERROR_EXIT_CODE
     return 0
+
+
+def _configure_logging() -> None:
+    """Warnings from everything; Bastion's own progress notes (e.g. demo training) at INFO, on stderr."""
+    from rich.logging import RichHandler
+
+    handler = RichHandler(console=err_console, show_path=False, show_time=False, markup=False)
+    logging.basicConfig(level=logging.WARNING, format="%(message)s", handlers=[handler])
+    logging.getLogger("bastion").setLevel(logging.INFO)
 
 
 def _debug() -> bool:

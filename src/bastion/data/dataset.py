@@ -34,11 +34,11 @@ class Dataset:
         class_names: tuple[str, ...] | None = None,
     ) -> Dataset:
         """Build from numpy arrays or tensors, checking types, shapes, values and labels."""
-        xt = torch.as_tensor(np.asarray(x, dtype=np.float32) if not isinstance(x, Tensor) else x)
-        yt = torch.as_tensor(np.asarray(y) if not isinstance(y, Tensor) else y)
-        if yt.is_floating_point():
-            if not torch.equal(yt, yt.round()):
-                raise DataError(f"{name}: expected integer class labels, got non-integer values")
+        xt = _numeric(x, "inputs", name)
+        yt = _numeric(y, "labels", name)
+        if yt.is_floating_point() and not torch.equal(yt, yt.round()):
+            odd = yt[yt != yt.round()][0].item()  # NaN != NaN: a NaN label is named too
+            raise DataError(f"{name}: expected integer class labels, got non-integer values such as {odd:g}")
         data = cls(xt.float(), yt.long(), (float(bounds[0]), float(bounds[1])), name, class_names)
         data.validate()
         return data
@@ -65,9 +65,7 @@ class Dataset:
         finite = torch.isfinite(self.x.reshape(len(self), -1)).all(dim=1)
         if not bool(finite.all()):
             first = int((~finite).nonzero()[0])
-            raise DataError(
-                f"{self.name}: {int((~finite).sum())} inputs contain NaN or Inf (first at index {first})"
-            )
+            raise DataError(f"{self.name}: {int((~finite).sum())} inputs contain NaN or Inf (first at index {first})")
         self._check_bounds()
         self._check_labels(num_classes)
         if input_shape is not None and tuple(input_shape) != self.input_shape:
@@ -109,3 +107,13 @@ class Dataset:
 
     def to(self, device: torch.device | str) -> Dataset:
         return replace(self, x=self.x.to(device), y=self.y.to(device))
+
+
+def _numeric(values: np.ndarray | Tensor, what: str, name: str) -> Tensor:
+    """A tensor of ``values``, refusing text and objects with a DataError rather than a TypeError."""
+    if isinstance(values, Tensor):
+        return values
+    array = np.asarray(values)
+    if not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_):
+        raise DataError(f"{name}: expected numeric {what}, got dtype {array.dtype}")
+    return torch.as_tensor(array.astype(np.float32, copy=False) if what == "inputs" else array)

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from bastion.data.dataset import Dataset
-from bastion.data.demo import DEMO_DATASETS, load_demo
+from bastion.data.demo import load_demo
 from bastion.errors import DataError, NotFoundError
 
 __all__ = ["IMAGE_SUFFIXES", "load_csv", "load_data", "load_image_folder", "load_npz"]
@@ -22,9 +22,7 @@ def load_data(spec: str | Path, *, bounds: tuple[float, float] | None = None) ->
     text = str(spec)
     if text.startswith("demo:"):
         name, _, split = text[5:].partition(":")
-        if name not in DEMO_DATASETS:
-            raise DataError(f"unknown demo dataset {name!r}: expected one of {', '.join(DEMO_DATASETS)}")
-        return load_demo(name, split or "test")
+        return load_demo(name, split or "test")  # a ConfigError for an unknown name or split, as everywhere
     path = Path(spec)
     if not path.exists():
         raise NotFoundError(f"data not found: {path}")
@@ -40,7 +38,7 @@ def load_data(spec: str | Path, *, bounds: tuple[float, float] | None = None) ->
 def load_npz(path: Path, *, bounds: tuple[float, float] | None = None) -> Dataset:
     """Arrays ``x`` and ``y`` from an ``.npz`` file; objects (pickles) are never loaded."""
     try:
-        with np.load(path, allow_pickle=False) as archive:
+        with _open_npz(path) as archive:
             keys = set(archive.files)
             xkey = next((k for k in ("x", "X", "images", "inputs") if k in keys), None)
             ykey = next((k for k in ("y", "Y", "labels", "targets") if k in keys), None)
@@ -56,9 +54,16 @@ def load_npz(path: Path, *, bounds: tuple[float, float] | None = None) -> Datase
     return Dataset.from_arrays(x, y, bounds=bounds or (0.0, 1.0), name=path.stem)
 
 
+def _open_npz(path: Path) -> np.lib.npyio.NpzFile:
+    loaded = np.load(path, allow_pickle=False)
+    if not isinstance(loaded, np.lib.npyio.NpzFile):  # np.load reads a lone .npy array whatever its name
+        raise DataError(f"{path}: expected an .npz archive of arrays x and y, got a single .npy array")
+    return loaded
+
+
 def load_csv(path: Path, *, bounds: tuple[float, float] | None = None) -> Dataset:
     """Rows of features with the label in a column named ``label`` (or ``y``, ``target``, else the last)."""
-    with path.open(newline="", encoding="utf-8") as f:
+    with path.open(newline="", encoding="utf-8-sig") as f:  # -sig: drop the BOM spreadsheets write
         rows = list(csv.reader(f))
     if not rows:
         raise DataError(f"{path}: the file is empty")

@@ -55,6 +55,7 @@ def assess(
     device: str = "cpu",
     seed: int = 0,
     factory: str | None = None,
+    trust_model_file: bool = False,
     fail_under: Sequence[str | Requirement] = (),
     out_dir: str | Path | None = None,
     engine: str = "local",
@@ -65,7 +66,8 @@ def assess(
 
     ``fail_under`` takes requirements such as ``"robust_accuracy@0.1=0.8"``; whether they were met
     is in ``assessment.passed`` (the CLI turns it into an exit code). With ``out_dir`` the report is
-    written there as report.json, report.html and junit.xml.
+    written there as report.json, report.html and junit.xml. ``trust_model_file`` allows a
+    torch.export (.pt2) file, whose loading can run code it carries: only for files you trust.
 
     Example::
 
@@ -74,7 +76,7 @@ def assess(
     """
     started = time.perf_counter()
     torch_device = resolve_device(device)
-    dataset, classifier = _resolve(model, data, factory, torch_device)
+    dataset, classifier = _resolve(model, data, factory, torch_device, trust_model_file)
     requirements = [r if isinstance(r, Requirement) else parse_requirement(r) for r in fail_under]
     plan = make_plan(
         preset=preset,
@@ -115,6 +117,7 @@ def _resolve(
     data: Dataset | str | Path | None,
     factory: str | None,
     device: torch.device,
+    trusted: bool,
 ) -> tuple[Dataset, Classifier]:
     from bastion.demo import demo_model
 
@@ -128,7 +131,12 @@ def _resolve(
         classifier: Classifier = demo_model(demo_name or "mnist", device=device)
     elif isinstance(model, (str, Path)):
         classifier = load_torch_model(
-            model, input_shape=dataset.input_shape, bounds=dataset.bounds, factory=factory, device=device
+            model,
+            input_shape=dataset.input_shape,
+            bounds=dataset.bounds,
+            factory=factory,
+            device=device,
+            trusted=trusted,
         )
     else:
         classifier = model

@@ -123,7 +123,7 @@ def _check_epsilons(eps: tuple[float, ...], norm: str, span: float) -> None:
 
 def _choose_attacks(preset: str, norm: str, names: tuple[str, ...] | None) -> tuple[PlannedAttack, ...]:
     if names is None:
-        return tuple(a for a in PRESETS[preset] if a.name in ATTACKS and norm in _norms_of(a))
+        return tuple(a for a in PRESETS[preset] if norm in _norms_of(a))
     chosen = []
     preset_options = {a.name: a.options for a in PRESETS[preset]}
     for name in names:

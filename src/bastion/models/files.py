@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import pickletools
 import zipfile
 from pathlib import Path
 
@@ -12,6 +13,9 @@ __all__ = ["ModelFormat", "sniff_format"]
 
 _PICKLE_PROTOCOL_OPCODE = 0x80
 _SAFETENSORS_HEADER_MAX = 100_000_000
+_ZIP_LOCAL_HEADER = b"PK\x03\x04"
+# Protocol 0 and 1 pickles have no magic number; this much of the file is parsed to recognise one.
+_PICKLE_SNIFF_BYTES = 1 << 20
 
 
 class ModelFormat(str, enum.Enum):
@@ -34,17 +38,42 @@ def sniff_format(path: Path) -> ModelFormat:
         raise ModelError(f"expected a model file, got a folder: {path}")
     with path.open("rb") as f:
         head = f.read(16)
-    if zipfile.is_zipfile(path):
+    # A zip that lost its end (truncated download) still starts with a local header: report it as damaged.
+    if zipfile.is_zipfile(path) or head.startswith(_ZIP_LOCAL_HEADER):
         return _sniff_zip(path)
-    if head[:1] == bytes([_PICKLE_PROTOCOL_OPCODE]):
+    # Before the pickle check: a safetensors header length can start with the byte 0x80 (e.g. 128).
+    if _is_safetensors(head, path.stat().st_size):
+        return ModelFormat.SAFETENSORS
+    if _is_pickle(path, head):
         return ModelFormat.PICKLE
-    if len(head) >= 9 and head[8:9] == b"{":
-        header_len = int.from_bytes(head[:8], "little")
-        if 0 < header_len < _SAFETENSORS_HEADER_MAX:
-            return ModelFormat.SAFETENSORS
     if path.suffix.lower() == ".onnx" and head[:1] == b"\x08":
         return ModelFormat.ONNX
     return ModelFormat.UNKNOWN
+
+
+def _is_safetensors(head: bytes, size: int) -> bool:
+    """An 8-byte little-endian header length that fits in the file, then a JSON object."""
+    if len(head) < 9 or head[8:9] != b"{":
+        return False
+    header_len = int.from_bytes(head[:8], "little")
+    return 0 < header_len <= min(_SAFETENSORS_HEADER_MAX, size - 8)
+
+
+def _is_pickle(path: Path, head: bytes) -> bool:
+    """Protocol 2+ starts with the PROTO opcode; protocols 0 and 1 are recognised by parsing up to STOP."""
+    if head[:1] == bytes([_PICKLE_PROTOCOL_OPCODE]):
+        return True
+    with path.open("rb") as f:
+        data = f.read(_PICKLE_SNIFF_BYTES)
+    if not data:
+        return False
+    try:
+        # genops only decodes opcodes and their arguments: it never imports or calls anything.
+        for _ in pickletools.genops(data):
+            pass
+    except ValueError:  # an unknown opcode, a malformed argument, or no STOP in the bytes read
+        return False
+    return True
 
 
 def _sniff_zip(path: Path) -> ModelFormat:

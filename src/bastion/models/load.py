@@ -1,8 +1,16 @@
-"""Load a PyTorch model from a file without ever unpickling untrusted code."""
+"""Load a PyTorch model from a file without ever unpickling untrusted code.
+
+torch.export archives (.pt2) are refused unless the caller trusts the file: ``torch.export.load``
+unpickles parts of the archive (sample inputs fall back to ``weights_only=False``) and hands
+strings from it to ``exec`` (guard code) and ``sympy.sympify`` (shape expressions), so a crafted
+.pt2 runs code while it loads. PyTorch documents it: never load a .pt2 from an untrusted source.
+"""
 
 from __future__ import annotations
 
 import importlib
+import pickle
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,8 +24,8 @@ from bastion.models.torch import TorchClassifier
 __all__ = ["load_factory", "load_torch_model"]
 
 _SAFE_ADVICE = (
-    "save the model as TorchScript (torch.jit.save), as torch.export (.pt2), "
-    "or its weights as safetensors and pass --factory module:function that builds the module"
+    "save its weights as safetensors (or a state dict) and pass --factory module:function that builds "
+    "the module, or save the model as TorchScript (torch.jit.save)"
 )
 
 
@@ -29,13 +37,22 @@ def load_torch_model(
     factory: str | None = None,
     num_classes: int | None = None,
     device: str | torch.device = "cpu",
+    trusted: bool = False,
 ) -> TorchClassifier:
-    """Load TorchScript, torch.export, or ``factory`` + weights (safetensors or a weights-only state dict).
+    """Load TorchScript, ``factory`` + weights (safetensors or a weights-only state dict), or a trusted .pt2.
 
-    A pickled module is refused: loading it would run whatever code the file carries.
+    A pickled module is refused: loading it would run whatever code the file carries. So is a
+    torch.export archive unless ``trusted`` says the file comes from a source you trust.
     """
     path = Path(path)
     fmt = sniff_format(path)
+    if fmt is ModelFormat.TORCH_EXPORT and not trusted:
+        raise UnsafeModelError(
+            f"{path} is a torch.export archive (.pt2): loading one can run code it carries (PyTorch: never "
+            "load a .pt2 from an untrusted source). Load it only if you trust it "
+            "(--trust-model-file; trusted=True in Python), or "
+            f"{_SAFE_ADVICE}"
+        )
     module = _load_module(path, fmt, factory, torch.device(device))
     module.to(torch.device(device))
     return TorchClassifier(module, input_shape=input_shape, num_classes=num_classes, bounds=bounds, name=path.name)
@@ -85,13 +102,25 @@ def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     try:
         state = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as exc:  # the weights-only unpickler refuses anything but tensors and containers
+    except pickle.UnpicklingError as exc:  # the weights-only unpickler refuses anything but tensors and containers
         raise UnsafeModelError(
-            f"{path} holds more than weights (the weights-only loader refused it: {exc}). Instead, {_SAFE_ADVICE}"
+            f"{path} holds more than weights (the weights-only loader refused it: {_refusal(exc)}). "
+            f"Instead, {_SAFE_ADVICE}"
         ) from exc
+    except Exception as exc:  # damaged archives surface as RuntimeError, OSError, EOFError, ...
+        raise ModelError(f"could not read {path}: {type(exc).__name__}: {exc}") from exc
     if not isinstance(state, dict):
         raise ModelError(f"{path}: expected a state dict, got {type(state).__name__}")
     return state
+
+
+def _refusal(exc: pickle.UnpicklingError) -> str:
+    """The reason torch gives, without its advice to retry with ``weights_only=False`` (which runs the pickle)."""
+    text = str(exc)
+    found = re.search(r"WeightsUnpickler error: (.*?)(?:\.\s|\.?$)", text, re.MULTILINE)
+    if found:
+        return found.group(1)
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _with_weights(path: Path, factory: str | None, read: Callable[[Path], dict[str, torch.Tensor]]) -> nn.Module:
@@ -105,7 +134,7 @@ def _with_weights(path: Path, factory: str | None, read: Callable[[Path], dict[s
         module.load_state_dict(state)
     except RuntimeError as exc:
         raise ModelError(f"weights in {path} do not fit the module built by {factory}: {exc}") from exc
-    return module
+    return module.eval()  # as deployed, like TorchScript and exported models
 
 
 def load_factory(spec: str) -> Callable[[], object]:

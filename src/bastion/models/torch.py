@@ -71,7 +71,9 @@ class TorchClassifier:
     def inference(self) -> Iterator[None]:
         """Eval mode for the duration; the module's previous modes are restored on exit."""
         modes = [(m, m.training) for m in self.module.modules()]
-        self.module.eval()
+        # The flags, not module.eval(): a module from torch.export refuses eval() (its mode was fixed at export).
+        for m, _ in modes:
+            m.training = False
         try:
             yield
         finally:

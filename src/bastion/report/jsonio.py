@@ -120,6 +120,4 @@ def _convert_tuple(args: tuple[Any, ...], value: Any, where: str) -> tuple[Any, 
         return tuple(_convert(args[0], item, f"{where}[{i}]") for i, item in enumerate(value))
     if len(args) != len(value):
         raise DataError(f"expected {len(args)} items at {where}, got {len(value)}")
-    return tuple(
-        _convert(arg, item, f"{where}[{i}]") for i, (arg, item) in enumerate(zip(args, value, strict=True))
-    )
+    return tuple(_convert(arg, item, f"{where}[{i}]") for i, (arg, item) in enumerate(zip(args, value, strict=True)))

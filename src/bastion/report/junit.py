@@ -15,6 +15,7 @@ The tree is built with :mod:`xml.etree.ElementTree`, which escapes every value.
 
 from __future__ import annotations
 
+import json
 import re
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping
@@ -83,19 +84,15 @@ def _count(suite: ET.Element) -> None:
 
 
 def _case(classname: str, name: str, time: float = 0.0) -> ET.Element:
-    return ET.Element(
-        "testcase", {"classname": f"{SUITE_NAME}.{classname}", "name": name, "time": _text(time)}
-    )
+    return ET.Element("testcase", {"classname": f"{SUITE_NAME}.{classname}", "name": name, "time": _text(time)})
 
 
 def _threshold_case(threshold: Threshold) -> ET.Element:
     where = "" if threshold.eps is None else f" at eps={threshold.eps:g}"
     case = _case("thresholds", f"{threshold.metric}{where} >= {threshold.required:g}")
     if not threshold.passed:
-        failure = ET.SubElement(
-            case, "failure", {"type": "ThresholdMissed", "message": describe_threshold(threshold)}
-        )
-        failure.text = describe_threshold(threshold)
+        message = describe_threshold(threshold)
+        ET.SubElement(case, "failure", {"type": "ThresholdMissed", "message": message}).text = message
     return case
 
 
@@ -103,9 +100,7 @@ def _finding_case(finding: Finding) -> ET.Element:
     case = _case("findings", f"{finding.check} ({finding.severity})")
     text = finding.message + "".join(f"\n{key}: {value}" for key, value in finding.details.items())
     if finding.severity == "error":
-        failure = ET.SubElement(
-            case, "failure", {"type": "UntrustworthyEvaluation", "message": finding.message}
-        )
+        failure = ET.SubElement(case, "failure", {"type": "UntrustworthyEvaluation", "message": finding.message})
         failure.text = text
     elif finding.severity == "warning":
         ET.SubElement(case, "skipped", {"message": f"warning: {finding.message}"}).text = text
@@ -137,7 +132,7 @@ def _properties(parent: ET.Element, values: Mapping[str, object]) -> None:
 
 
 def _text(value: object) -> str:
-    """An attribute value: floats in full precision, ``None`` as an empty string."""
+    """An attribute value: text as is, ``None`` as empty, anything else as JSON (``0.1``, ``true``)."""
     if value is None:
         return ""
-    return repr(value) if isinstance(value, float) else str(value)
+    return value if isinstance(value, str) else json.dumps(value, default=str)

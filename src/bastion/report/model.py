@@ -100,7 +100,7 @@ class ClassRow:
     name: str
     n_examples: int
     clean_accuracy: float
-    robust_accuracy: dict[str, float]  # str(eps) -> worst-case robust accuracy for this class
+    robust_accuracy: dict[str, float]  # f"{eps:g}" -> worst-case robust accuracy for this class
 
 
 @dataclass(frozen=True)

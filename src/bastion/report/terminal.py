@@ -60,9 +60,7 @@ def _print_findings(assessment: Assessment, console: Console) -> None:
     console.print("Trust findings:" + ("" if findings else " none"))
     for finding in findings:
         style = SEVERITY_STYLES.get(finding.severity, "default")
-        severity, check, message = (
-            escape(text) for text in (finding.severity, finding.check, finding.message)
-        )
+        severity, check, message = (escape(text) for text in (finding.severity, finding.check, finding.message))
         console.print(f"  [{style}]{severity}[/{style}] {check}: {message}")
 
 

@@ -80,9 +80,7 @@ def key_label(key: str) -> str:
 
 def sorted_findings(assessment: Assessment) -> tuple[Finding, ...]:
     """Findings, errors first, then warnings, then information; stable within a severity."""
-    return tuple(
-        sorted(assessment.findings, key=lambda f: SEVERITY_ORDER.get(f.severity, len(SEVERITY_ORDER)))
-    )
+    return tuple(sorted(assessment.findings, key=lambda f: SEVERITY_ORDER.get(f.severity, len(SEVERITY_ORDER))))
 
 
 def describe_threshold(threshold: Threshold) -> str:
