@@ -23,9 +23,10 @@ $(VENV)/.test-installed: $(VENV)/.installed
 
 $(VENV)/.bench-installed: $(VENV)/.installed
 	$(PIP) install -e '.[bench]'
-	# torchattacks pins a CUDA torch and a torchvision that fails to import: no deps.
-	$(PIP) install --no-deps torchattacks
-	$(PIP) install scipy requests
+	# torchattacks' metadata pulls a CUDA torch and torchvision; it never imports torchvision
+	# (nor requests), so: no deps, plus the two it does import when loaded, scipy and tqdm.
+	$(PIP) install --no-deps torchattacks==3.5.1
+	$(PIP) install scipy tqdm
 	touch $@
 
 demo: $(VENV)/.installed
@@ -41,11 +42,14 @@ lint: $(VENV)/.test-installed
 	$(VENV)/bin/ruff format --check src tests bench
 	$(VENV)/bin/mypy
 
+# The figures and the exact commands behind them are in docs/BENCHMARKS.md.
 bench: $(VENV)/.bench-installed
 	$(PY) bench/bench_evasion.py --device cpu
+	$(PY) bench/bench_memory.py
 
-bench-gpu: $(VENV)/.bench-installed
-	$(PY) bench/bench_evasion.py --device cuda
+# Makes its own venv (bench/.venv-gpu) with a CUDA torch: see bench/run_gpu.sh.
+bench-gpu:
+	bash bench/run_gpu.sh
 
 clean:
 	rm -rf $(VENV) reports .pytest_cache .mypy_cache .ruff_cache

@@ -356,6 +356,8 @@ class _Run:
 
     def checkpoint(self, rho: float, span: int) -> None:
         """Halve eta under condition 1 or 2 (Sec. 3.2) and restart those examples from x_max."""
+        # As written in the paper: a strict "<" in condition 1, and condition 2 already at the first
+        # checkpoint (the authors' code uses "<=" and starts condition 2 at the second).
         oscillating = self.ups < rho * span  # condition 1
         stalled = ~self.check_halved & (self.loss_max <= self.check_loss)  # condition 2
         halve = oscillating | stalled

@@ -113,6 +113,8 @@ def _linearise(
     robust = logits.argmax(dim=1) == y
     x, y, others, ids = x[robust], y[robust], others[robust], ids[robust]
     gaps, grads = [first_gap[robust]], [first_grad[robust]]
+    if ids.numel() == 0:
+        return ids, gaps[0][:, None], grads[0][:, None]
     for j in range(1, others.shape[1]):
         _, g, w = value_and_grad(model, x, partial(_gap, k=others[:, j], y=y))
         gaps.append(g)
@@ -127,7 +129,7 @@ def _gap(logits: Tensor, *, k: Tensor, y: Tensor) -> Tensor:
 
 
 def _closest_boundary_step(gaps: Tensor, grads: Tensor, norm: Norm) -> Tensor:
-    """r = (|f'_l| / ||w'_l||_q + 1e-4) * u_l for the closest linearised boundary l (Eq. 11 and Sec. 3.3)."""
+    """r = (|f'_l| / ||w'_l||_q + 1e-4) * u_l for the closest linearised boundary l (Algorithm 2, Sec. 3.3)."""
     m, k = gaps.shape
     flat = grads.reshape(m * k, -1)
     unit = norm.ascent(flat)  # the unit-norm direction that raises f'_k fastest
