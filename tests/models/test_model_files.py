@@ -105,7 +105,8 @@ def test_torch_export_file_is_refused_unless_trusted(tmp_path: Path) -> None:
     with pytest.raises(
         UnsafeModelError,
         match=r"model\.pt2 is a torch\.export archive \(\.pt2\): loading one can run code it carries .*"
-        r"Load it only if you trust it \(--trust-model-file; trusted=True in Python\), or save its weights as safetensors",
+        r"Load it only if you trust it \(--trust-model-file; trusted=True in Python\), "
+        r"or save its weights as safetensors",
     ):
         load_torch_model(path, input_shape=SHAPE)
 

@@ -1,1 +1,5 @@
-"""The command-line interface."""
+"""The command-line interface: ``bastion`` and its commands."""
+
+from bastion.cli.main import app, main
+
+__all__ = ["app", "main"]
