@@ -191,5 +191,7 @@ class Attack:
             raise ConfigError(f"{self.name} is an untargeted attack: pass no targets")
         if targets is not None and targets.shape != (x.shape[0],):
             raise DataError(f"expected {x.shape[0]} targets, got shape {tuple(targets.shape)}")
-        if self.knowledge is Knowledge.WHITE_BOX and model.knowledge is not Knowledge.WHITE_BOX:
-            raise ConfigError(f"{self.name} needs gradients; the model exposes only {model.knowledge.value}")
+        if not model.knowledge.covers(self.knowledge):
+            raise ConfigError(
+                f"{self.name} needs {self.knowledge.value} access; the model exposes only {model.knowledge.value}"
+            )

@@ -3,6 +3,7 @@
 from bastion.models.files import ModelFormat, sniff_format
 from bastion.models.interface import Classifier, Knowledge, QueryCounter, predict, value_and_grad
 from bastion.models.load import load_factory, load_torch_model
+from bastion.models.restricted import Restricted, restrict
 from bastion.models.torch import TorchClassifier
 
 __all__ = [
@@ -10,10 +11,12 @@ __all__ = [
     "Knowledge",
     "ModelFormat",
     "QueryCounter",
+    "Restricted",
     "TorchClassifier",
     "load_factory",
     "load_torch_model",
     "predict",
+    "restrict",
     "sniff_format",
     "value_and_grad",
 ]

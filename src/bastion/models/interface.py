@@ -28,6 +28,14 @@ class Knowledge(str, enum.Enum):
     SCORES = "scores"
     LABELS = "labels"
 
+    def covers(self, needed: Knowledge) -> bool:
+        """Whether a model exposing this much serves an attack that needs ``needed``.
+
+        White-box covers scores (the logits are scores), and scores cover labels (the argmax).
+        """
+        order = (Knowledge.LABELS, Knowledge.SCORES, Knowledge.WHITE_BOX)
+        return order.index(self) >= order.index(needed)
+
 
 @dataclass
 class QueryCounter:
@@ -67,7 +75,11 @@ class Classifier(Protocol):
     def queries(self) -> QueryCounter: ...
 
     def logits(self, x: Tensor) -> Tensor:
-        """Logits of shape ``(n, num_classes)``; differentiable when the model is white-box."""
+        """Logits of shape ``(n, num_classes)``; differentiable when the model is white-box.
+
+        A scores model returns its scores (logits or probabilities); a labels model returns
+        one-hot rows, so that ``argmax`` gives the label and nothing more.
+        """
         ...
 
     def inference(self) -> contextlib.AbstractContextManager[None]:
