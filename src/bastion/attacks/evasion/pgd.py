@@ -12,7 +12,8 @@ Arguments:
     random_start: start from a uniform draw in the ball rather than from x.
     restarts: independent runs; later ones attack only examples the earlier ones did not break.
     early_stop: stop stepping an example once it is misclassified (robust-accuracy evaluation).
-        With ``False`` every example takes every step; the first misclassified iterate is kept.
+        With ``False`` every example takes every step; of the misclassified iterates the one with
+        the highest loss is kept (it transfers best), else the last iterate.
 
 Shapes: ``x`` ``(n, *input_shape)``, ``y`` ``(n,)``; optional ``targets`` ``(n,)`` make it targeted.
 
@@ -94,16 +95,18 @@ class PGD(Attack):
         x_adv = x + norm.random_start(x, eps, generator) if self.random_start else x.clone()
         x_adv = norm.clip(x_adv, x, eps, model.bounds)
         kept, fooled = x_adv.clone(), torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
+        kept_loss = torch.full((x.shape[0],), -torch.inf, device=x.device)
         active: Tensor | None = None  # None: every example (no indexing, no device sync)
         for _ in range(self.steps):
             sub = _Sub(active)
             xa, la = sub(x_adv), sub(label)
-            logits, _, grad = value_and_grad(model, xa, functools.partial(_signed_ce, label=la, sign=sign))
+            logits, loss, grad = value_and_grad(model, xa, functools.partial(_signed_ce, label=la, sign=sign))
             ledger.charge(sub(ids), forward=1, backward=1)
             hit = _fools(logits, sub(y), None if targets is None else sub(targets))
             stepped = norm.clip(xa + alpha * norm.ascent(grad), sub(x), eps, model.bounds)
-            k, f = _keep_first_hit(sub(kept), sub(fooled), xa, stepped, hit)
-            kept, fooled, x_adv = sub.put(kept, k), sub.put(fooled, f), sub.put(x_adv, stepped)
+            k, kl, f = _keep_best(sub(kept), sub(kept_loss), sub(fooled), xa, loss, hit, stepped)
+            kept, kept_loss, fooled = sub.put(kept, k), sub.put(kept_loss, kl), sub.put(fooled, f)
+            x_adv = sub.put(x_adv, stepped)
             if self.early_stop:
                 active = (~fooled).nonzero().squeeze(1)
                 if active.numel() == 0:
@@ -164,9 +167,13 @@ def _fools(logits: Tensor, y: Tensor, targets: Tensor | None) -> Tensor:
     return pred != y if targets is None else pred == targets
 
 
-def _keep_first_hit(kept: Tensor, fooled: Tensor, before: Tensor, after: Tensor, hit: Tensor) -> tuple[Tensor, Tensor]:
-    """Keep-best: the first misclassified iterate stays; every other example follows the newest iterate."""
+def _keep_best(
+    kept: Tensor, kept_loss: Tensor, fooled: Tensor, before: Tensor, loss: Tensor, hit: Tensor, after: Tensor
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Keep-best: the highest-loss misclassified iterate so far; examples never fooled follow the newest iterate."""
     shape = (-1,) + (1,) * (before.dim() - 1)
-    kept = torch.where((hit & ~fooled).reshape(shape), before, kept)
+    better = hit & (~fooled | (loss > kept_loss))
+    kept = torch.where(better.reshape(shape), before, kept)
+    kept_loss = torch.where(better, loss, kept_loss)
     fooled = fooled | hit
-    return torch.where(fooled.reshape(shape), kept, after), fooled
+    return torch.where(fooled.reshape(shape), kept, after), kept_loss, fooled
