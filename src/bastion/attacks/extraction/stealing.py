@@ -122,7 +122,7 @@ class Extraction:
             for i in range(steps_per_epoch):
                 idx = order[i * self.batch_size : (i + 1) * self.batch_size]
                 logits = module(x[idx])
-                loss = _soft_ce(logits, p[idx]) if soft else F.cross_entropy(logits, p[idx].argmax(dim=1))
+                loss: Tensor = _soft_ce(logits, p[idx]) if soft else F.cross_entropy(logits, p[idx].argmax(dim=1))
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
