@@ -124,7 +124,7 @@ class Extraction:
                 logits = module(x[idx])
                 loss: Tensor = _soft_ce(logits, p[idx]) if soft else F.cross_entropy(logits, p[idx].argmax(dim=1))
                 opt.zero_grad(set_to_none=True)
-                loss.backward()
+                loss.backward()  # type: ignore[no-untyped-call]
                 opt.step()
         module.eval()
 
