@@ -18,7 +18,7 @@ def test_quick_assessment_writes_all_three_formats(tmp_path: Path, capsys: pytes
     code = main(["assess", "demo:digits", "--preset", "quick", "-n", "48", "--eps", "0.1,0.3", "-o", str(out), "-q"])
     assert code == 0
     printed = capsys.readouterr().out
-    assert "report.html" in printed
+    assert "report.html" in printed.replace("\n", "")
     data = json.loads((out / "report.json").read_text())
     assert data["settings"]["preset"] == "quick" and data["data"]["n_examples"] == 48
     assert {r["attack"] for r in data["runs"]} >= {"fgsm", "pgd"}
