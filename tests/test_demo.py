@@ -46,7 +46,7 @@ def test_loading_leaves_the_global_rng_alone(digits_model: TorchClassifier) -> N
 
 
 def test_unknown_demo_dataset() -> None:
-    with pytest.raises(ConfigError, match="unknown demo dataset 'cifar': expected one of digits, mnist"):
+    with pytest.raises(ConfigError, match="unknown demo dataset 'cifar': expected one of breast-cancer, digits, mnist"):
         demo_model("cifar")
 
 

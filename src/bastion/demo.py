@@ -38,6 +38,10 @@ class DemoRecipe:
         return hashlib.sha256(repr(self).encode()).hexdigest()[:12]
 
 
+# Epochs per bundled dataset: each trains in seconds on two cores.
+_EPOCHS = {"mnist": 10, "digits": 30, "breast-cancer": 60}
+
+
 def cache_dir() -> Path:
     """Where trained demo models are kept: ``$BASTION_CACHE_DIR`` or ``~/.cache/bastion``."""
     root = os.environ.get("BASTION_CACHE_DIR") or Path.home() / ".cache" / "bastion"
@@ -65,7 +69,7 @@ def demo_model(dataset: str = "mnist", *, seed: int = 0, device: str | torch.dev
     """The demo CNN for ``dataset``, trained on first use (about 10 s on 2 cores for MNIST) and cached."""
     if dataset not in DEMO_DATASETS:
         raise ConfigError(f"unknown demo dataset {dataset!r}: expected one of {', '.join(DEMO_DATASETS)}")
-    recipe = DemoRecipe(dataset=dataset, seed=seed, epochs=10 if dataset == "mnist" else 30)
+    recipe = DemoRecipe(dataset=dataset, seed=seed, epochs=_EPOCHS[dataset])
     path = cache_dir() / f"demo-{dataset}-{recipe.key()}.safetensors"
     with torch.random.fork_rng(devices=[]):  # a seeded initialisation that leaves the caller's RNG alone
         torch.manual_seed(recipe.seed)
@@ -90,9 +94,9 @@ def demo_model(dataset: str = "mnist", *, seed: int = 0, device: str | torch.dev
     return TorchClassifier(
         module,
         input_shape=train_data.input_shape,
-        num_classes=10,
+        num_classes=len(train_data.class_names or ()) or None,
         bounds=(0.0, 1.0),
-        name=f"demo-{dataset}-cnn",
+        name=f"demo-{dataset}-{'mlp' if dataset == 'breast-cancer' else 'cnn'}",
     )
 
 

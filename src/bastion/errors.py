@@ -7,7 +7,8 @@
     │   ├── ConfigError               exit 2   HTTP 400   an option, preset or attack name
     │   └── DataError                 exit 2   HTTP 422   data: NaN/Inf, bounds, labels, shapes, empty
     ├── ModelError                    exit 3   HTTP 500   a model could not be loaded or run
-    │   └── UnsafeModelError          exit 4   HTTP 400   a model file that would run code when loaded
+    │   ├── UnsafeModelError          exit 4   HTTP 400   a model file that would run code when loaded
+    │   └── RemoteModelError          exit 3   HTTP 502   a remote endpoint that kept failing or is unreachable
     ├── NotFoundError                 exit 2   HTTP 404   a file or folder that does not exist
     ├── BudgetExhaustedError          exit 5   HTTP 429   a query budget ran out
     └── ThresholdError                exit 10  HTTP 200   an assessment ran but missed a --fail-under
@@ -28,6 +29,7 @@ __all__ = [
     "InvalidInputError",
     "ModelError",
     "NotFoundError",
+    "RemoteModelError",
     "ThresholdError",
     "UnsafeModelError",
 ]
@@ -77,6 +79,13 @@ class UnsafeModelError(ModelError):
     exit_code = 4
     http_status = 400
     code = "unsafe_model"
+
+
+class RemoteModelError(ModelError):
+    """A remote model endpoint that could not be reached or kept failing after its retries."""
+
+    http_status = 502
+    code = "remote_model_error"
 
 
 class NotFoundError(BastionError):

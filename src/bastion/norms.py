@@ -8,15 +8,15 @@ inputs live.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import ClassVar
+from dataclasses import dataclass, field
+from typing import ClassVar, Protocol
 
 import torch
 from torch import Tensor
 
 from bastion.errors import ConfigError
 
-__all__ = ["L1", "L2", "Linf", "Norm", "get_norm"]
+__all__ = ["L1", "L2", "ConstrainedNorm", "Linf", "Norm", "Projection", "get_norm"]
 
 Eps = float | Tensor
 
@@ -157,6 +157,44 @@ class L1(Norm):
         step = flat.sign() * (flat.abs() >= threshold).to(flat.dtype)
         step = step / step.abs().sum(dim=1, keepdim=True).clamp_min(1e-12)
         return step.reshape(grad.shape)
+
+
+class Projection(Protocol):
+    """Anything that maps a candidate input onto a feasible set, given the original input."""
+
+    def project(self, x_adv: Tensor, x: Tensor) -> Tensor: ...
+
+
+@dataclass(frozen=True)
+class ConstrainedNorm(Norm):
+    """A norm whose ``clip`` also projects onto feasible inputs (feature constraints), for every attack."""
+
+    inner: Norm = field(default_factory=lambda: Linf())
+    feasible: Projection | None = None
+
+    @property
+    def name(self) -> str:  # type: ignore[override]
+        return self.inner.name
+
+    @property
+    def p(self) -> float:  # type: ignore[override]
+        return self.inner.p
+
+    def distance(self, a: Tensor, b: Tensor) -> Tensor:
+        return self.inner.distance(a, b)
+
+    def project(self, delta: Tensor, eps: Eps) -> Tensor:
+        return self.inner.project(delta, eps)
+
+    def random_start(self, like: Tensor, eps: Eps, generator: torch.Generator | None = None) -> Tensor:
+        return self.inner.random_start(like, eps, generator)
+
+    def ascent(self, grad: Tensor) -> Tensor:
+        return self.inner.ascent(grad)
+
+    def clip(self, x_adv: Tensor, x: Tensor, eps: Eps, bounds: tuple[float, float]) -> Tensor:
+        clipped = self.inner.clip(x_adv, x, eps, bounds)
+        return clipped if self.feasible is None else self.feasible.project(clipped, x)
 
 
 _NORMS: dict[str, Norm] = {"linf": Linf(), "l2": L2(), "l1": L1()}

@@ -35,6 +35,16 @@ def mnist_xy() -> tuple[Tensor, Tensor]:
     return test.x[:N_MNIST], test.y[:N_MNIST]
 
 
+@pytest.fixture(scope="session")
+def mnist_mixed() -> tuple[Tensor, Tensor]:
+    """The 1000 MNIST test images (sorted by class on disk) dealt round-robin: any first 10k hold k of each class."""
+    test = load_demo("mnist", "test")
+    one_hot = torch.nn.functional.one_hot(test.y)
+    rank = (one_hot.cumsum(dim=0) * one_hot).sum(dim=1) - 1  # the image's place among those of its class
+    order = torch.argsort(rank * one_hot.shape[1] + test.y)
+    return test.x[order], test.y[order]
+
+
 # A binary linear classifier z = W x + c, some inputs, its labels, and its decision function
 # g(x) = w.x + b (w = W1 - W0, b = c1 - c0): the label flips at L2 distance |g(x)| / ||w||_2 and at
 # Linf distance |g(x)| / ||w||_1.

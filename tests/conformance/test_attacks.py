@@ -23,7 +23,13 @@ from bastion.models import TorchClassifier, predict
 from bastion.norms import get_norm
 
 # Small but non-trivial budgets, so the whole matrix runs in seconds; set only where the field exists.
-SMALL_SETTINGS = {"steps": 5, "binary_search_steps": 3, "restarts": 2, "n_target_classes": 2}
+SMALL_SETTINGS = {
+    "steps": 5,
+    "binary_search_steps": 3,
+    "restarts": 2,
+    "n_target_classes": 2,
+    "max_queries": 100,
+}
 # Radii that fool some but not all of the digits (1x8x8 inputs in [0, 1]).
 EPS = {"linf": 0.1, "l2": 1.0, "l1": 4.0}
 TOL = 1e-5

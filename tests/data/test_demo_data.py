@@ -43,7 +43,7 @@ def test_types_and_bounds(name: str) -> None:
     assert data.x.dtype == torch.float32 and data.y.dtype == torch.int64
     assert data.bounds == (0.0, 1.0)
     assert float(data.x.min()) == 0.0 and float(data.x.max()) == 1.0
-    assert set(data.y.tolist()) == set(range(10))
+    assert set(data.y.tolist()) == set(range(len(data.class_names or ())))
 
 
 @pytest.mark.parametrize("name", DEMO_DATASETS)
@@ -53,7 +53,7 @@ def test_deterministic(name: str) -> None:
 
 
 def test_unknown_name_and_split() -> None:
-    with pytest.raises(ConfigError, match="unknown demo dataset 'cifar': expected one of digits, mnist"):
+    with pytest.raises(ConfigError, match="unknown demo dataset 'cifar': expected one of breast-cancer, digits, mnist"):
         load_demo("cifar")
     with pytest.raises(ConfigError, match="unknown split 'validation': expected one of train, test"):
         load_demo("digits", "validation")

@@ -112,3 +112,15 @@ def test_file_errors(tmp_path: Path) -> None:
     torch.save(torch.nn.Linear(64, 10), pickled)
     with pytest.raises(UnsafeModelError, match="pickled PyTorch checkpoint"):
         assess(pickled, tmp_path / "d.npz")
+
+
+def test_tabular_demo_reports_features_changed_and_keeps_immutable(tmp_path: Path) -> None:
+    from bastion.report import read_json
+
+    a = assess("demo:breast-cancer", attacks=["pgd"], epsilons=[0.1], n_examples=60, out_dir=tmp_path)
+    (run,) = a.runs
+    assert run.success_rate > 0.3 and run.features_changed
+    assert not {"mean radius", "radius error", "worst radius"} & set(run.features_changed)
+    assert max(run.features_changed.values()) <= round(run.success_rate * a.clean_accuracy * 60)
+    assert read_json(tmp_path / "report.json").runs[0].features_changed == run.features_changed
+    assert "Features changed" in (tmp_path / "report.html").read_text()

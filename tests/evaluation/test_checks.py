@@ -85,3 +85,9 @@ def test_low_clean_accuracy_levels() -> None:
 
 def test_more_steps_weaker_quiet_on_an_honest_model(digits_model: TorchClassifier, digits_data) -> None:  # type: ignore[no-untyped-def]
     assert checks.more_steps_weaker(digits_model, digits_data.x[:32], digits_data.y[:32], "linf", 0.1, 0) == []
+
+
+def test_labels_only_model_is_not_flagged_as_probabilities() -> None:
+    from bastion.models import restrict
+
+    assert checks.probability_outputs(restrict(_wrap(nn.Linear(4, 3)), "labels"), _x()) == []

@@ -21,7 +21,7 @@ from torch import Tensor
 
 from bastion.errors import ConfigError, DataError
 from bastion.models.interface import Classifier, Knowledge
-from bastion.norms import Norm, get_norm
+from bastion.norms import ConstrainedNorm, Norm, Projection, get_norm
 
 __all__ = ["Attack", "AttackResult", "Ledger", "require_at_least", "require_eps"]
 
@@ -106,9 +106,13 @@ class Attack:
         eps: float | None = None,
         targets: Tensor | None = None,
         seed: int = 0,
+        constraints: Projection | None = None,
     ) -> AttackResult:
+        """Attack ``x`` (labels ``y``) within ``eps`` in ``norm``; ``constraints`` keep tabular inputs feasible."""
         norm_ = get_norm(norm)
         self._check_call(model, x, y, norm_, eps, targets)
+        if constraints is not None:
+            norm_ = ConstrainedNorm(inner=norm_, feasible=constraints)
         device = model.device
         x0 = x.detach().to(device=device, dtype=torch.float32).clone()
         y0 = y.detach().to(device=device, dtype=torch.int64).clone()
@@ -163,7 +167,8 @@ class Attack:
     ) -> Tensor:
         # A safety net, not part of any algorithm: the returned point is always a legal input.
         if eps is None or self.minimal:
-            return torch.clamp(x_adv, bounds[0], bounds[1])
+            clamped = torch.clamp(x_adv, bounds[0], bounds[1])
+            return norm.feasible.project(clamped, x) if isinstance(norm, ConstrainedNorm) and norm.feasible else clamped
         return norm.clip(x_adv, x, eps, bounds)
 
     def _check_call(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from bastion.attacks.blackbox import BoundaryAttack, HopSkipJump, SimBA, Square
 from bastion.attacks.ensemble import Ensemble
 from bastion.attacks.evasion import APGD, APGDT, FGSM, PGD, CarliniWagnerL2, DeepFool
 from bastion.attacks.interface import Attack
@@ -28,10 +29,14 @@ ATTACKS: dict[str, Callable[..., Attack]] = {
     "apgd-dlr": _apgd_dlr,
     "apgd-t": APGDT,
     "autoattack": Ensemble,
+    "boundary": BoundaryAttack,
     "cw": CarliniWagnerL2,
     "deepfool": DeepFool,
     "fgsm": FGSM,
+    "hopskipjump": HopSkipJump,
     "pgd": PGD,
+    "simba": SimBA,
+    "square": Square,
 }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -9,9 +10,11 @@ import typer
 
 from bastion.cli.common import err_console, out_console, split_list, to_floats
 from bastion.cli.progress import RichProgress
-from bastion.errors import ThresholdError
+from bastion.cli.remote import RemoteOptions, remote_classifier
+from bastion.errors import ConfigError, ThresholdError
 from bastion.evaluation.assess import assess
 from bastion.evaluation.plan import PRESETS
+from bastion.models.remote import RemoteClassifier
 
 __all__ = ["assess_command"]
 
@@ -20,7 +23,8 @@ def assess_command(
     model: Annotated[
         Optional[str],  # noqa: UP045 -- typer reads the annotation at run time on Python 3.10
         typer.Argument(
-            help="Model file (TorchScript, weights with --factory, or a trusted .pt2) or demo:mnist / demo:digits."
+            help="Model file (TorchScript, weights with --factory, a trusted .pt2, ONNX, skops, or a pickle with "
+            "--trust-pickle) or demo:mnist / demo:digits."
         ),
     ] = None,
     data: Annotated[
@@ -33,6 +37,13 @@ def assess_command(
     ] = None,
     trust_model_file: Annotated[
         bool, typer.Option(help="Allow a torch.export (.pt2) file: loading one can run code it carries.")
+    ] = False,
+    trust_pickle: Annotated[
+        bool,
+        typer.Option(
+            help="Allow a pickle or joblib file (scikit-learn): it is scanned first and refused if it imports "
+            "anything but allowlisted numpy, scipy and scikit-learn types."
+        ),
     ] = False,
     preset: Annotated[str, typer.Option(help=f"One of: {', '.join(PRESETS)}.")] = "standard",
     norm: Annotated[str, typer.Option(help="linf, l2 or l1.")] = "linf",
@@ -61,13 +72,65 @@ def assess_command(
     engine: Annotated[str, typer.Option(help="Where batches run: local.")] = "local",
     trust_checks: Annotated[bool, typer.Option(help="Run the trust checks.")] = True,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+    target: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(help="URL of a remote model endpoint (http or https), instead of a model file."),
+    ] = None,
+    knowledge: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(
+            help="What the attacker sees: white-box, scores or labels (default: all the model gives; "
+            "for --target: scores). Picks the attacks that fit."
+        ),
+    ] = None,
+    input_shape: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(help="--target's input shape, e.g. 1,28,28."),
+    ] = None,
+    num_classes: Annotated[Optional[int], typer.Option(help="--target's number of classes.")] = None,  # noqa: UP045
+    bounds: Annotated[str, typer.Option(help="--target's input bounds LOW,HIGH.")] = "0,1",
+    query_budget: Annotated[
+        Optional[int],  # noqa: UP045
+        typer.Option(help="Hard cap on rows sent to --target, retries included; results past it are partial."),
+    ] = None,
+    header: Annotated[
+        Optional[list[str]],  # noqa: UP045
+        typer.Option("--header", help="'Name: value' sent to --target (repeatable), e.g. an Authorization header."),
+    ] = None,
+    request_field: Annotated[
+        str, typer.Option(help="Dotted JSON path of the input batch (json mode) or the form field (image mode).")
+    ] = "inputs",
+    response_field: Annotated[
+        str, typer.Option(help="Dotted JSON path of the scores or labels in the answer; * maps over a list.")
+    ] = "outputs",
+    request_mode: Annotated[
+        str, typer.Option(help="json (the batch as a JSON array) or image (one PNG upload per input).")
+    ] = "json",
 ) -> None:
-    """Attack a model with white-box evasion attacks and report its robust accuracy."""
+    """Attack a model with every technique that fits what the attacker can see, and report its robust accuracy."""
     from bastion.report.terminal import print_summary
 
-    with RichProgress(err_console, enabled=not quiet) as progress:
-        report = assess(
+    remote = None
+    if target is not None:
+        remote = _remote(
+            RemoteOptions(
+                target=target,
+                knowledge=knowledge or "scores",
+                input_shape=input_shape,
+                num_classes=num_classes,
+                bounds=bounds,
+                query_budget=query_budget,
+                headers=tuple(header or ()),
+                request_field=request_field,
+                response_field=response_field,
+                request_mode=request_mode,
+            ),
             model,
+            data,
+        )
+    with RichProgress(err_console, enabled=not quiet) as progress, remote or contextlib.nullcontext():
+        report = assess(
+            remote or model,
             data,
             preset=preset,
             norm=norm,
@@ -79,17 +142,28 @@ def assess_command(
             seed=seed,
             factory=factory,
             trust_model_file=trust_model_file,
+            trust_pickle=trust_pickle,
             fail_under=split_list(fail_under),
             out_dir=out,
             engine=engine,
             trust_checks=trust_checks,
+            knowledge=None if remote is not None else knowledge,
             progress=progress,
         )
     print_summary(report, out_console)
-    out_console.print(f"Report: {out / 'report.html'} (also report.json, junit.xml)")
+    out_console.print(f"Report: {out / 'report.html'} (also report.json, junit.xml)", soft_wrap=True)
     missed = [t for t in report.thresholds if not t.passed]
     if missed:
         parts = ", ".join(
             f"{t.metric}{'' if t.eps is None else f'@{t.eps:g}'} {t.actual:.1%} < {t.required:.1%}" for t in missed
         )
         raise ThresholdError(f"missed {len(missed)} threshold(s): {parts}")
+
+
+def _remote(options: RemoteOptions, model: str | None, data: str | None) -> RemoteClassifier:
+    """The ``--target`` model, which takes the place of a model file and needs ``--data``."""
+    if model is not None:
+        raise ConfigError(f"give either a model ({model}) or --target, not both")
+    if data is None:
+        raise ConfigError("--target needs --data: the examples to send to the endpoint")
+    return remote_classifier(options)

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from bastion.data.constraints import FeatureConstraints
 from bastion.errors import DataError
 
 __all__ = ["Dataset"]
@@ -22,6 +23,8 @@ class Dataset:
     bounds: tuple[float, float] = (0.0, 1.0)
     name: str = "data"
     class_names: tuple[str, ...] | None = None
+    # Tabular data: what an attack may change (ranges, integer, immutable, one-hot features).
+    constraints: FeatureConstraints | None = None
 
     @classmethod
     def from_arrays(

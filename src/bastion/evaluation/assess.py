@@ -24,7 +24,8 @@ from bastion.evaluation.plan import Plan, make_plan
 from bastion.evaluation.runner import Progress, RunResults, run_plan
 from bastion.evaluation.thresholds import Requirement, check_epsilons, judge, parse_requirement
 from bastion.models.interface import Classifier, Knowledge
-from bastion.models.load import load_torch_model
+from bastion.models.open import load_model
+from bastion.models.restricted import restrict
 from bastion.report.model import (
     SCHEMA_VERSION,
     Assessment,
@@ -56,10 +57,12 @@ def assess(
     seed: int = 0,
     factory: str | None = None,
     trust_model_file: bool = False,
+    trust_pickle: bool = False,
     fail_under: Sequence[str | Requirement] = (),
     out_dir: str | Path | None = None,
     engine: str = "local",
     trust_checks: bool = True,
+    knowledge: str | Knowledge | None = None,
     progress: Progress | None = None,
 ) -> Assessment:
     """Assess ``model`` on ``data`` (the bundled MNIST demo when both are None) and return the report.
@@ -68,6 +71,9 @@ def assess(
     is in ``assessment.passed`` (the CLI turns it into an exit code). With ``out_dir`` the report is
     written there as report.json, report.html and junit.xml. ``trust_model_file`` allows a
     torch.export (.pt2) file, whose loading can run code it carries: only for files you trust.
+    ``trust_pickle`` allows a pickle or joblib file (a scikit-learn model), loaded only when an
+    allowlist scan of its imports passes. ``knowledge`` (``scores`` or ``labels``) assesses the
+    model as a black-box attacker sees it; the preset then picks the attacks that fit.
 
     Example::
 
@@ -76,7 +82,9 @@ def assess(
     """
     started = time.perf_counter()
     torch_device = resolve_device(device)
-    dataset, classifier = _resolve(model, data, factory, torch_device, trust_model_file)
+    dataset, classifier = _resolve(model, data, factory, torch_device, trust_model_file, trust_pickle)
+    if knowledge is not None:
+        classifier = restrict(classifier, _knowledge_level(knowledge))
     requirements = [r if isinstance(r, Requirement) else parse_requirement(r) for r in fail_under]
     plan = make_plan(
         preset=preset,
@@ -88,6 +96,7 @@ def assess(
         seed=seed,
         bounds=classifier.bounds,
         trust_checks=trust_checks,
+        knowledge=classifier.knowledge,
     )
     check_epsilons(requirements, plan.epsilons)
     subset = dataset.take(min(plan.n_examples or len(dataset), len(dataset)), seed=seed)
@@ -99,6 +108,14 @@ def assess(
 
         write_report(assessment, Path(out_dir))
     return assessment
+
+
+def _knowledge_level(value: str | Knowledge) -> Knowledge:
+    try:
+        return Knowledge(value)
+    except ValueError:
+        choices = ", ".join(k.value for k in Knowledge)
+        raise ConfigError(f"unknown knowledge {value!r}: expected one of {choices}") from None
 
 
 def resolve_device(name: str) -> torch.device:
@@ -118,6 +135,7 @@ def _resolve(
     factory: str | None,
     device: torch.device,
     trusted: bool,
+    trust_pickle: bool = False,
 ) -> tuple[Dataset, Classifier]:
     from bastion.demo import demo_model
 
@@ -130,13 +148,14 @@ def _resolve(
     if model is None or demo_name is not None:
         classifier: Classifier = demo_model(demo_name or "mnist", device=device)
     elif isinstance(model, (str, Path)):
-        classifier = load_torch_model(
+        classifier = load_model(
             model,
             input_shape=dataset.input_shape,
             bounds=dataset.bounds,
             factory=factory,
             device=device,
             trusted=trusted,
+            trust_pickle=trust_pickle,
         )
     else:
         classifier = model

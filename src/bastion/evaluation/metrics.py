@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections import Counter
 
 import torch
 from torch import Tensor
@@ -20,10 +21,20 @@ def _share(mask: Tensor, n: int) -> float:
 def attack_runs(results: RunResults, norm: str) -> tuple[AttackRun, ...]:
     n = len(results.data)
     correct = results.clean_correct
-    return tuple(_attack_run(o, correct, n, norm) for o in results.outcomes)
+    constraints = results.data.constraints
+    names = constraints.names if constraints is not None else ()
+    return tuple(_attack_run(o, correct, n, norm, names) for o in results.outcomes)
 
 
-def _attack_run(o: Outcome, correct: Tensor, n: int, norm: str) -> AttackRun:
+def _features_changed(o: Outcome, broken: Tensor, names: tuple[str, ...]) -> dict[str, int]:
+    """Feature name -> broken examples in which the attack moved it (tabular data only)."""
+    if o.changed is None or not names:
+        return {}
+    counts = o.changed[broken].sum(dim=0).tolist()
+    return {name: int(c) for name, c in zip(names, counts, strict=True) if c}
+
+
+def _attack_run(o: Outcome, correct: Tensor, n: int, norm: str, names: tuple[str, ...]) -> AttackRun:
     attacked = o.attacked
     broken = o.success & attacked
     dist = o.distance[broken]
@@ -41,6 +52,9 @@ def _attack_run(o: Outcome, correct: Tensor, n: int, norm: str) -> AttackRun:
         gradients_total=int(o.gradients.sum()),
         elapsed=o.elapsed,
         config=dict(o.config),
+        incomplete=len(o.errors),
+        incomplete_reasons=dict(sorted(Counter(o.errors.values()).items())),
+        features_changed=_features_changed(o, broken, names),
     )
 
 

@@ -13,13 +13,18 @@ from torch import Tensor
 from bastion.attacks.interface import Attack, AttackResult
 from bastion.data.dataset import Dataset
 from bastion.engine.interface import Batch, Engine
+from bastion.errors import BudgetExhaustedError, RemoteModelError
 from bastion.evaluation.plan import Plan
 from bastion.models.interface import Classifier, predict
 
-__all__ = ["Outcome", "Progress", "RunResults", "run_plan"]
+__all__ = ["BUDGET_EXHAUSTED", "Outcome", "Progress", "RunResults", "run_plan"]
 
+# A feature counts as changed by an attack when it moved by more than this.
+CHANGE_TOLERANCE = 1e-6
 # Adversarial examples kept per (attack, eps) run for the report's image grid.
 KEPT_EXAMPLES = 8
+# Why an example was not attacked to the end once the model's query budget ran out.
+BUDGET_EXHAUSTED = "query budget exhausted"
 
 
 class Progress(Protocol):
@@ -53,6 +58,18 @@ class Outcome:
     elapsed: float
     # example index -> (adversarial input, the model's label for it), for the report's grid
     kept: dict[int, tuple[Tensor, int]] = field(default_factory=dict)
+    # example index -> why its attack did not complete (query budget exhausted, endpoint failing);
+    # such examples are not marked attacked, so they count as unbroken: partial results
+    errors: dict[int, str] = field(default_factory=dict)
+    # bool (n, features): which features the attack moved, per example (tabular data only)
+    changed: Tensor | None = None
+
+
+@dataclass
+class _Halt:
+    """Set once the query budget runs out: every later batch, in this run and the next, is skipped."""
+
+    reason: str | None = None
 
 
 @dataclass
@@ -69,19 +86,25 @@ class RunResults:
 def run_plan(
     model: Classifier, data: Dataset, plan: Plan, *, engine: Engine, progress: Progress | None = None
 ) -> RunResults:
-    """Attack ``data`` (already validated and subset) as the plan says; per-example outcomes on the CPU."""
+    """Attack ``data`` (already validated and subset) as the plan says; per-example outcomes on the CPU.
+
+    A batch whose attack runs out of query budget, or whose remote model keeps failing, is
+    recorded in its outcome's ``errors`` instead of failing the run; after the budget runs out no
+    further batch is attacked. A failure while taking the clean predictions still raises.
+    """
     progress = progress or _Silent()
+    halt = _Halt()
     clean = _clean_predictions(model, data, plan.batch_size)
     results = RunResults(data=data, clean_predictions=clean, outcomes=[])
     targets = (clean == data.y).nonzero().squeeze(1)
     for planned in plan.attacks:
         attack = planned.build()
         if attack.minimal:
-            whole = _run_attack(model, data, targets, attack, None, plan, engine, progress)
+            whole = _run_attack(model, data, targets, attack, None, plan, engine, progress, halt)
             results.outcomes.extend(_at_each_eps(whole, plan.epsilons))
         else:
             for eps in plan.epsilons:
-                results.outcomes.append(_run_attack(model, data, targets, attack, eps, plan, engine, progress))
+                results.outcomes.append(_run_attack(model, data, targets, attack, eps, plan, engine, progress, halt))
     return results
 
 
@@ -115,6 +138,7 @@ def _run_attack(
     plan: Plan,
     engine: Engine,
     progress: Progress,
+    halt: _Halt,
 ) -> Outcome:
     n = len(data)
     out = Outcome(
@@ -127,22 +151,39 @@ def _run_attack(
         queries=torch.zeros(n, dtype=torch.int64),
         gradients=torch.zeros(n, dtype=torch.int64),
         elapsed=0.0,
+        changed=None if data.constraints is None else torch.zeros((n, data.constraints.n_features), dtype=torch.bool),
     )
     label = attack.name if eps is None else f"{attack.name} eps={eps:g}"
     progress.start(label, int(targets.numel()))
 
-    def task(batch: Batch) -> tuple[Batch, AttackResult]:
+    def task(batch: Batch) -> tuple[Batch, AttackResult | str]:
+        if halt.reason is not None:
+            return batch, halt.reason
         seed = _seed(plan, attack.name, eps, int(batch.index[0]))
-        return batch, attack(model, batch.x, batch.y, norm=plan.norm, eps=eps, seed=seed)
+        try:
+            result = attack(model, batch.x, batch.y, norm=plan.norm, eps=eps, seed=seed, constraints=data.constraints)
+            return batch, result
+        except BudgetExhaustedError:
+            halt.reason = BUDGET_EXHAUSTED
+            return batch, BUDGET_EXHAUSTED
+        except RemoteModelError as exc:  # the endpoint kept failing for this batch: the next may fare better
+            return batch, str(exc)
 
     for batch, result in engine.map(task, _batches(data, targets, plan.batch_size, model.device)):
-        _record(out, batch.index, result)
+        if isinstance(result, str):
+            out.errors.update(dict.fromkeys(batch.index.tolist(), result))
+        else:
+            _record(out, batch, result)
         progress.advance(int(batch.index.numel()))
     return out
 
 
-def _record(out: Outcome, index: Tensor, result: AttackResult) -> None:
+def _record(out: Outcome, batch: Batch, result: AttackResult) -> None:
+    index = batch.index
     success = result.success.cpu()
+    if out.changed is not None:
+        moved = (result.x_adv - batch.x).abs().reshape(index.numel(), -1) > CHANGE_TOLERANCE
+        out.changed[index] = moved.cpu()
     out.attacked[index] = True
     out.success[index] = success
     out.distance[index] = result.distance.cpu().float()
@@ -171,4 +212,6 @@ def _at_each_eps(whole: Outcome, epsilons: tuple[float, ...]) -> Iterator[Outcom
             gradients=whole.gradients,
             elapsed=whole.elapsed,
             kept=kept,
+            errors=whole.errors,
+            changed=whole.changed,
         )

@@ -27,6 +27,7 @@ class ModelFormat(str, enum.Enum):
     PICKLE = "pickle"
     SAFETENSORS = "safetensors"
     ONNX = "onnx"
+    SKOPS = "skops"
     UNKNOWN = "unknown"
 
 
@@ -89,4 +90,6 @@ def _sniff_zip(path: Path) -> ModelFormat:
         return ModelFormat.TORCH_EXPORT
     if "data.pkl" in parts:
         return ModelFormat.TORCH_PICKLE
+    if "schema.json" in names:  # skops keeps its schema at the top of the archive, next to .npy arrays
+        return ModelFormat.SKOPS
     return ModelFormat.UNKNOWN

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-__all__ = ["DigitsCNN", "MnistCNN", "build"]
+__all__ = ["DigitsCNN", "MnistCNN", "TabularMLP", "build"]
 
 
 class MnistCNN(nn.Module):
@@ -39,6 +39,21 @@ class DigitsCNN(nn.Module):
         return out
 
 
+class TabularMLP(nn.Module):
+    """Two hidden layers for the 30 breast-cancer features scaled to [0, 1]."""
+
+    def __init__(self, n_features: int = 30, num_classes: int = 2) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Linear(n_features, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, num_classes)
+        )  # fmt: skip
+
+    def forward(self, x: Tensor) -> Tensor:
+        out: Tensor = self.net(x)
+        return out
+
+
 def build(dataset: str) -> nn.Module:
     """The demo architecture for a bundled dataset."""
-    return {"mnist": MnistCNN, "digits": DigitsCNN}[dataset]()
+    architectures: dict[str, type[nn.Module]] = {"mnist": MnistCNN, "digits": DigitsCNN, "breast-cancer": TabularMLP}
+    return architectures[dataset]()

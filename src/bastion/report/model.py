@@ -83,6 +83,10 @@ class AttackRun:
     gradients_total: int  # backward rows in all
     elapsed: float  # seconds
     config: dict[str, Any] = field(default_factory=dict)
+    incomplete: int = 0  # examples whose attack did not complete (partial results): they count as unbroken
+    incomplete_reasons: dict[str, int] = field(default_factory=dict)  # reason -> examples
+    # Tabular data: feature -> broken examples in which the attack changed that feature
+    features_changed: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,8 @@ rather than read as rich markup.
 
 from __future__ import annotations
 
+import math
+
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -32,6 +34,7 @@ def print_summary(assessment: Assessment, console: Console) -> None:
         console.print(_accuracy_table(assessment))
     else:
         console.print("Robust accuracy: none (no attack was run)")
+    _print_incomplete(assessment, console)
     _print_findings(assessment, console)
     _print_thresholds(assessment, console)
 
@@ -53,6 +56,18 @@ def _accuracy_table(assessment: Assessment) -> Table:
         cells = [escape(row.name), *(percent(value) for value in row.accuracy)]
         table.add_row(*cells, style="bold" if row.worst_case else None, end_section=row.worst_case)
     return table
+
+
+def _print_incomplete(assessment: Assessment, console: Console) -> None:
+    """Runs with examples whose attack did not complete: their figures are partial (an upper bound)."""
+    partial = [run for run in assessment.runs if run.incomplete]
+    if not partial:
+        return
+    console.print("[yellow]Partial results[/yellow] (unfinished examples count as unbroken):")
+    for run in partial:
+        reasons = "; ".join(f"{reason}: {count}" for reason, count in run.incomplete_reasons.items())
+        where = escape(run.attack) + ("" if math.isnan(run.eps) else f" eps={number(run.eps)}")
+        console.print(f"  {where}: {run.incomplete} of {run.n_examples} examples incomplete ({escape(reasons)})")
 
 
 def _print_findings(assessment: Assessment, console: Console) -> None:
