@@ -10,6 +10,8 @@ import typer
 import bastion
 from bastion.cli.assess import assess_command
 from bastion.cli.common import err_console, out_console
+from bastion.cli.extract import extract_command
+from bastion.cli.universal import patch_command, perturbation_command
 from bastion.errors import INTERNAL_ERROR_EXIT_CODE, BastionError
 
 __all__ = ["app", "main"]
@@ -22,6 +24,9 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 app.command("assess")(assess_command)
+app.command("extract")(extract_command)
+app.command("patch")(patch_command)
+app.command("perturbation")(perturbation_command)
 
 
 @app.command("attacks")

@@ -38,10 +38,7 @@ def load_demo(name: str = "mnist", split: str = "test") -> Dataset:
         side, test_per_class = 8, 36
     else:
         raise ConfigError(f"unknown demo dataset {name!r}: expected one of {', '.join(DEMO_DATASETS)}")
-    test = _stratified_test_indices(y, test_per_class)
-    mask = np.zeros(len(y), dtype=bool)
-    mask[test] = True
-    keep = mask if split == "test" else ~mask
+    keep = _split(y, test_per_class, split)
     return Dataset.from_arrays(
         x[keep].reshape(-1, 1, side, side),
         y[keep],
@@ -80,9 +77,7 @@ def _breast_cancer(split: str) -> Dataset:
     raw = bunch.data.astype(np.float64)
     x = ((raw - raw.min(axis=0)) / (raw.max(axis=0) - raw.min(axis=0))).astype(np.float32)
     y = bunch.target.astype(np.int64)
-    mask = np.zeros(len(y), dtype=bool)
-    mask[_stratified_test_indices(y, 50)] = True
-    keep = mask if split == "test" else ~mask
+    keep = _split(y, 50, split)
     names = tuple(str(n) for n in bunch.feature_names)
     constraints = FeatureConstraints(
         names=names,
@@ -94,6 +89,16 @@ def _breast_cancer(split: str) -> Dataset:
         x[keep], y[keep], bounds=(0.0, 1.0), name=f"breast-cancer-{split}", class_names=tuple(bunch.target_names)
     )
     return replace(data, constraints=constraints)
+
+
+def _split(y: np.ndarray, test_per_class: int, split: str, seed: int = 7) -> np.ndarray:
+    """Indices of the split, in a fixed shuffled order: the files are sorted by class, so a prefix such as
+    the first 200 examples would otherwise hold only two classes."""
+    test = _stratified_test_indices(y, test_per_class)
+    mask = np.zeros(len(y), dtype=bool)
+    mask[test] = True
+    chosen = np.flatnonzero(mask if split == "test" else ~mask)
+    return chosen[np.random.default_rng(seed).permutation(len(chosen))]
 
 
 def _stratified_test_indices(y: np.ndarray, per_class: int, seed: int = 20180101) -> np.ndarray:

@@ -37,7 +37,7 @@ from bastion.report.model import (
     Settings,
 )
 
-__all__ = ["assess", "resolve_device"]
+__all__ = ["assess", "resolve_device", "resolve_model_and_data"]
 
 # Examples the model-level trust checks look at (gradients, randomness, output kind).
 CHECK_EXAMPLES = 100
@@ -82,7 +82,7 @@ def assess(
     """
     started = time.perf_counter()
     torch_device = resolve_device(device)
-    dataset, classifier = _resolve(model, data, factory, torch_device, trust_model_file, trust_pickle)
+    dataset, classifier = resolve_model_and_data(model, data, factory, torch_device, trust_model_file, trust_pickle)
     if knowledge is not None:
         classifier = restrict(classifier, _knowledge_level(knowledge))
     requirements = [r if isinstance(r, Requirement) else parse_requirement(r) for r in fail_under]
@@ -129,7 +129,7 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def _resolve(
+def resolve_model_and_data(
     model: Classifier | str | Path | None,
     data: Dataset | str | Path | None,
     factory: str | None,
@@ -137,6 +137,7 @@ def _resolve(
     trusted: bool,
     trust_pickle: bool = False,
 ) -> tuple[Dataset, Classifier]:
+    """The data (a demo test set by default) and the model (demo, file, or a Classifier), checked to fit."""
     from bastion.demo import demo_model
 
     demo_name = _demo_name(model)
