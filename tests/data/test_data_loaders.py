@@ -213,7 +213,7 @@ def test_load_data_errors(tmp_path: Path) -> None:
     (tmp_path / "data.json").write_text("{}")
     with pytest.raises(DataError, match=r"data\.json: unknown data format; expected \.npz, \.csv, a folder of images"):
         load_data(tmp_path / "data.json")
-    with pytest.raises(ConfigError, match="unknown demo dataset 'cifar': expected one of digits, mnist"):
+    with pytest.raises(ConfigError, match="unknown demo dataset 'cifar': expected one of breast-cancer, digits, mnist"):
         load_data("demo:cifar")
     with pytest.raises(ConfigError, match="unknown split 'dev'"):
         load_data("demo:digits:dev")
