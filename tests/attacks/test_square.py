@@ -33,9 +33,7 @@ def test_linf_eps_03_fools_90_percent_within_1000_queries(
     assert float(result.distance.max()) <= 0.3 + 1e-5
 
 
-def test_l2_eps_4_fools_most_within_1000_queries(
-    mnist_model: TorchClassifier, mnist_xy: tuple[Tensor, Tensor]
-) -> None:
+def test_l2_eps_4_fools_most_within_1000_queries(mnist_model: TorchClassifier, mnist_xy: tuple[Tensor, Tensor]) -> None:
     x, y = mnist_xy[0][:50], mnist_xy[1][:50]
     before = mnist_model.queries.snapshot()
     result = Square(max_queries=1000, p_init=0.8)(restrict(mnist_model, "scores"), x, y, norm="l2", eps=4.0, seed=0)

@@ -4,7 +4,8 @@ Croce & Hein, "Reliable evaluation of adversarial robustness with an ensemble of
 parameter-free attacks", ICML 2020, https://arxiv.org/abs/2003.01690. Each attack in turn sees
 only the examples that every earlier attack failed to break; an example counts as robust only if
 it survives them all. The standard order is APGD-CE, then targeted APGD (APGD-T), then the
-score-based Square attack once it is registered, which doubles as a check for gradient masking.
+score-based Square attack, which doubles as a check for gradient masking: a point that survives
+both gradient attacks but falls to Square means the gradients were misleading.
 
 Arguments:
     attacks: registry names, run in this order.
@@ -24,12 +25,12 @@ import torch
 from torch import Tensor
 
 from bastion.attacks.interface import Attack, Ledger, require_eps
-from bastion.models.interface import Classifier
+from bastion.models.interface import Classifier, Knowledge
 from bastion.norms import Norm
 
 __all__ = ["STANDARD_CASCADE", "Ensemble"]
 
-STANDARD_CASCADE = ("apgd-ce", "apgd-t")
+STANDARD_CASCADE = ("apgd-ce", "apgd-t", "square")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -38,6 +39,8 @@ class Ensemble(Attack):
 
     name: ClassVar[str] = "autoattack"
     norms: ClassVar[tuple[str, ...]] = ("linf", "l2")
+    # The least access any default member needs (Square: scores); members the model cannot serve are skipped.
+    knowledge: ClassVar[Knowledge] = Knowledge.SCORES
 
     attacks: tuple[str, ...] = STANDARD_CASCADE
     options: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -63,6 +66,8 @@ class Ensemble(Attack):
             if todo.numel() == 0:
                 break
             member = make_attack(name, **self.options.get(name, {}))
+            if not model.knowledge.covers(member.knowledge):
+                continue  # e.g. the gradient attacks against a scores-only model: Square still runs
             seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator, device=x.device)) + i
             tgt = None if targets is None else targets[todo]
             result = member(model, x[todo], y[todo], norm=norm, eps=eps, targets=tgt, seed=seed)
