@@ -51,5 +51,10 @@ bench: $(VENV)/.bench-installed
 bench-gpu:
 	bash bench/run_gpu.sh
 
+# Issue 3: black-box attacks and model stealing against ART, same queries (docs/BENCHMARKS.md).
+.PHONY: bench-blackbox
+bench-blackbox: $(VENV)/.bench-installed
+	$(PY) bench/bench_blackbox.py
+
 clean:
 	rm -rf $(VENV) reports .pytest_cache .mypy_cache .ruff_cache

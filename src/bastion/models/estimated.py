@@ -37,6 +37,7 @@ from torch import Tensor
 
 from bastion.errors import ConfigError
 from bastion.models.interface import Classifier, Knowledge, QueryCounter
+from bastion.models.view import ModelView
 
 __all__ = ["Estimated"]
 
@@ -45,7 +46,7 @@ METHODS = ("nes", "spsa")
 ROWS_PER_CALL = 4096
 
 
-class Estimated:
+class Estimated(ModelView):
     """``model`` (scores access) as a white-box classifier with NES or SPSA gradient estimates.
 
     Arguments:
@@ -75,7 +76,8 @@ class Estimated:
             raise ConfigError(f"expected sigma > 0, got {sigma}")
         if not model.knowledge.covers(Knowledge.SCORES):
             raise ConfigError(f"gradient estimation needs scores; the model exposes only {model.knowledge.value}")
-        self.model, self.method, self.samples, self.sigma = model, method, samples, sigma
+        super().__init__(model)
+        self.method, self.samples, self.sigma = method, samples, sigma
         self.name = f"{getattr(model, 'name', type(model).__name__)} ({method} gradients)"
         self.queries = QueryCounter()
         self.generator = torch.Generator(device=model.device).manual_seed(seed)
@@ -84,22 +86,6 @@ class Estimated:
     def queries_per_gradient(self) -> int:
         """Forward rows the wrapped model serves for one estimated gradient row."""
         return self.samples
-
-    @property
-    def input_shape(self) -> tuple[int, ...]:
-        return self.model.input_shape
-
-    @property
-    def num_classes(self) -> int:
-        return self.model.num_classes
-
-    @property
-    def bounds(self) -> tuple[float, float]:
-        return self.model.bounds
-
-    @property
-    def device(self) -> torch.device:
-        return self.model.device
 
     def logits(self, x: Tensor) -> Tensor:
         self.queries.forward += x.shape[0]

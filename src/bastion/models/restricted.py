@@ -10,11 +10,12 @@ from torch import Tensor
 
 from bastion.errors import ConfigError
 from bastion.models.interface import Classifier, Knowledge, QueryCounter
+from bastion.models.view import ModelView
 
 __all__ = ["Restricted", "restrict"]
 
 
-class Restricted:
+class Restricted(ModelView):
     """Wraps ``model`` so that attacks see only its scores (no gradients) or only its labels.
 
     Label-only models return one-hot rows from :meth:`logits`, so ``argmax`` still gives the
@@ -24,25 +25,9 @@ class Restricted:
     def __init__(self, model: Classifier, knowledge: Knowledge) -> None:
         if not model.knowledge.covers(knowledge):
             raise ConfigError(f"cannot give {knowledge.value} access to a model that exposes {model.knowledge.value}")
-        self.model = model
+        super().__init__(model)
         self.knowledge = knowledge
         self.name = getattr(model, "name", type(model).__name__)
-
-    @property
-    def input_shape(self) -> tuple[int, ...]:
-        return self.model.input_shape
-
-    @property
-    def num_classes(self) -> int:
-        return self.model.num_classes
-
-    @property
-    def bounds(self) -> tuple[float, float]:
-        return self.model.bounds
-
-    @property
-    def device(self) -> torch.device:
-        return self.model.device
 
     @property
     def queries(self) -> QueryCounter:
