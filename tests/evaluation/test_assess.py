@@ -124,3 +124,12 @@ def test_tabular_demo_reports_features_changed_and_keeps_immutable(tmp_path: Pat
     assert max(run.features_changed.values()) <= round(run.success_rate * a.clean_accuracy * 60)
     assert read_json(tmp_path / "report.json").runs[0].features_changed == run.features_changed
     assert "Features changed" in (tmp_path / "report.html").read_text()
+
+
+def test_default_epsilons_come_from_the_data(tmp_path: Path) -> None:
+    demo = assess("demo:digits", attacks=["fgsm"], n_examples=16, trust_checks=False)
+    assert demo.settings.epsilons == (0.1, 0.2, 0.3)  # the bundled data's customary radii
+    test = load_demo("digits", "test")
+    np.savez(tmp_path / "d.npz", x=test.x[:16].numpy(), y=test.y[:16].numpy())
+    own = assess("demo:digits", tmp_path / "d.npz", attacks=["fgsm"], trust_checks=False)
+    assert own.settings.epsilons == pytest.approx((2 / 255, 4 / 255, 8 / 255, 16 / 255))

@@ -25,6 +25,9 @@ class Dataset:
     class_names: tuple[str, ...] | None = None
     # Tabular data: what an attack may change (ranges, integer, immutable, one-hot features).
     constraints: FeatureConstraints | None = None
+    # The customary attack radii for this data, per norm (bundled datasets set them); assess
+    # uses them when no epsilons are given.
+    epsilons: dict[str, tuple[float, ...]] | None = None
 
     @classmethod
     def from_arrays(

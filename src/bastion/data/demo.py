@@ -17,6 +17,12 @@ __all__ = ["DEMO_DATASETS", "load_demo"]
 
 DEMO_DATASETS = ("breast-cancer", "digits", "mnist")
 _SPLITS = ("train", "test")
+# Customary radii per dataset and norm (MNIST: Madry et al. 2018 use Linf 0.3; L2 2.0 is common).
+_EPSILONS: dict[str, dict[str, tuple[float, ...]]] = {
+    "mnist": {"linf": (0.1, 0.2, 0.3), "l2": (1.0, 2.0, 3.0), "l1": (10.0, 15.0)},
+    "digits": {"linf": (0.1, 0.2, 0.3), "l2": (0.5, 1.0, 2.0), "l1": (2.0, 4.0)},
+    "breast-cancer": {"linf": (0.05, 0.1, 0.2), "l2": (0.25, 0.5, 1.0), "l1": (1.0, 2.0)},
+}
 _DIGIT_NAMES = tuple(str(d) for d in range(10))
 
 
@@ -39,13 +45,14 @@ def load_demo(name: str = "mnist", split: str = "test") -> Dataset:
     else:
         raise ConfigError(f"unknown demo dataset {name!r}: expected one of {', '.join(DEMO_DATASETS)}")
     keep = _split(y, test_per_class, split)
-    return Dataset.from_arrays(
+    data = Dataset.from_arrays(
         x[keep].reshape(-1, 1, side, side),
         y[keep],
         bounds=(0.0, 1.0),
         name=f"{name}-{split}",
         class_names=_DIGIT_NAMES,
     )
+    return replace(data, epsilons=_EPSILONS[name])
 
 
 @functools.lru_cache(maxsize=1)
@@ -88,7 +95,7 @@ def _breast_cancer(split: str) -> Dataset:
     data = Dataset.from_arrays(
         x[keep], y[keep], bounds=(0.0, 1.0), name=f"breast-cancer-{split}", class_names=tuple(bunch.target_names)
     )
-    return replace(data, constraints=constraints)
+    return replace(data, constraints=constraints, epsilons=_EPSILONS["breast-cancer"])
 
 
 def _split(y: np.ndarray, test_per_class: int, split: str, seed: int = 7) -> np.ndarray:

@@ -89,7 +89,7 @@ def assess(
     plan = make_plan(
         preset=preset,
         norm=norm,
-        epsilons=tuple(epsilons) if epsilons else None,
+        epsilons=tuple(epsilons) if epsilons else _customary(dataset, norm),
         attacks=tuple(attacks) if attacks else None,
         n_examples=n_examples,
         batch_size=batch_size,
@@ -108,6 +108,13 @@ def assess(
 
         write_report(assessment, Path(out_dir))
     return assessment
+
+
+def _customary(data: Dataset, norm: str) -> tuple[float, ...] | None:
+    """The data's own customary radii for ``norm``, if it has any (bundled datasets do)."""
+    from bastion.norms import get_norm
+
+    return (data.epsilons or {}).get(get_norm(norm).name)
 
 
 def _knowledge_level(value: str | Knowledge) -> Knowledge:

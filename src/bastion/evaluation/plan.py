@@ -71,12 +71,13 @@ PRESETS: dict[str, tuple[PlannedAttack, ...]] = {
     ),
 }
 
-# Default radii as fractions of the input range (bounds high - low), per norm. For MNIST in
-# [0, 1] the Linf values include the customary 0.1 and 0.3.
+# Default radii as fractions of the input range (bounds high - low), per norm, for data that
+# brings none of its own: the customary values for natural images (Linf 8/255, L2 0.5, L1 12).
+# Bundled datasets carry their own customary radii (MNIST: Linf 0.1 to 0.3), see Dataset.
 DEFAULT_EPSILONS: dict[str, tuple[float, ...]] = {
-    "linf": (0.05, 0.1, 0.2, 0.3),
-    "l2": (0.5, 1.0, 2.0, 3.0),
-    "l1": (5.0, 10.0, 15.0),
+    "linf": (2 / 255, 4 / 255, 8 / 255, 16 / 255),
+    "l2": (0.25, 0.5, 1.0),
+    "l1": (6.0, 12.0),
 }
 
 DEFAULT_EXAMPLES = {"quick": 200, "standard": 1000, "thorough": 1000}
