@@ -12,6 +12,7 @@ from bastion.cli.assess import assess_command
 from bastion.cli.common import err_console, out_console
 from bastion.cli.extract import extract_command
 from bastion.cli.universal import patch_command, perturbation_command
+from bastion.engine.memory import map_large_buffers
 from bastion.errors import INTERNAL_ERROR_EXIT_CODE, BastionError
 
 __all__ = ["app", "main"]
@@ -53,6 +54,7 @@ def version_command() -> None:
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI and return its exit code; no traceback ever reaches the user."""
     _configure_logging()
+    map_large_buffers()  # peak memory follows the batch size, not the number of batches
     try:
         # Standalone mode: typer reports usage errors itself (exit 2) and ends with SystemExit.
         app(args=argv, prog_name="bastion")

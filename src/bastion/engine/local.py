@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import TypeVar
 
 from bastion.engine.interface import Batch
+from bastion.engine.memory import trim
 
 __all__ = ["LocalEngine"]
 
@@ -19,4 +20,6 @@ class LocalEngine:
 
     def map(self, task: Callable[[Batch], R], batches: Iterable[Batch]) -> Iterator[R]:
         for batch in batches:
-            yield task(batch)
+            result = task(batch)
+            trim()  # the next batch reuses memory, rather than growing the heap (see engine.memory)
+            yield result

@@ -99,7 +99,9 @@ def assess(
         knowledge=classifier.knowledge,
     )
     check_epsilons(requirements, plan.epsilons)
-    subset = dataset.take(min(plan.n_examples or len(dataset), len(dataset)), seed=seed)
+    # A seeded sample; all of the data is used as it is (no shuffled copy: peak memory on large sets).
+    wanted = plan.n_examples or len(dataset)
+    subset = dataset if wanted >= len(dataset) else dataset.take(wanted, seed=seed)
     results = run_plan(classifier, subset, plan, engine=get_engine(engine), progress=progress)
     assessment = _build(classifier, dataset, plan, results, requirements, engine, torch_device)
     assessment = replace(assessment, elapsed=time.perf_counter() - started)
