@@ -195,3 +195,16 @@ def test_cli_target_reaches_the_server_and_needs_a_black_box_attack(
     # the plan refuses a gradient attack on a scores endpoint before a single query is spent
     assert server.rows.get("scores", 0) == before
     assert code == 2 and "'fgsm' needs white-box access" in err and "test-token" not in err
+
+
+def test_hopskipjump_through_a_label_only_endpoint(server: Served, digits_data: Dataset) -> None:
+    """The issue's end-to-end case: a decision-based attack over HTTP misclassifies most examples within budget."""
+    from bastion.attacks.blackbox import HopSkipJump
+
+    x, y = digits_data.x[:12], digits_data.y[:12]
+    with remote(server, "/labels", knowledge="labels", response_field="labels", batch_size=64) as model:
+        result = HopSkipJump(max_queries=300)(model, x, y, norm="l2", seed=0)
+        sent = model.rows_sent
+    assert result.success_rate >= 0.75  # misclassified: HopSkipJump always starts from an adversarial point
+    assert int(result.queries.max()) <= 300 and int(result.queries.sum()) == sent
+    assert float(result.distance[result.success].median()) < 4.0  # well below a random misclassified start
