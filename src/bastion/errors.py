@@ -11,6 +11,7 @@
     │   └── RemoteModelError          exit 3   HTTP 502   a remote endpoint that kept failing or is unreachable
     ├── NotFoundError                 exit 2   HTTP 404   a file or folder that does not exist
     ├── BudgetExhaustedError          exit 5   HTTP 429   a query budget ran out
+    ├── RequestRejected               exit 2   HTTP 4xx   the gateway refused a request (its own status and code)
     └── ThresholdError                exit 10  HTTP 200   an assessment ran but missed a --fail-under
 
 The CLI prints ``str(error)`` and exits with ``error.exit_code``; it never shows a traceback for
@@ -30,6 +31,7 @@ __all__ = [
     "ModelError",
     "NotFoundError",
     "RemoteModelError",
+    "RequestRejected",
     "ThresholdError",
     "UnsafeModelError",
 ]
@@ -102,6 +104,28 @@ class BudgetExhaustedError(BastionError):
     exit_code = 5
     http_status = 429
     code = "budget_exhausted"
+
+
+class RequestRejected(BastionError):
+    """The gateway refused a request; ``code`` is stable and machine-readable, ``status`` a 4xx.
+
+    Example::
+
+        raise RequestRejected("too_many_pixels", "image is 20000x20000 pixels; the limit is 4000000", status=413)
+    """
+
+    exit_code = 2
+    http_status = 400
+    code = "rejected"
+
+    def __init__(self, code: str, detail: str, *, status: int = 400, headers: dict[str, str] | None = None) -> None:
+        if not 400 <= status < 500:
+            raise ValueError(f"expected a 4xx status for a rejection, got {status}")
+        super().__init__(detail)
+        self.code = code  # type: ignore[misc]
+        self.status = status
+        self.detail = detail
+        self.headers = dict(headers or {})
 
 
 class ThresholdError(BastionError):

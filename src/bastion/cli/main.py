@@ -11,6 +11,7 @@ import bastion
 from bastion.cli.assess import assess_command
 from bastion.cli.common import err_console, out_console
 from bastion.cli.extract import extract_command
+from bastion.cli.serve import keys_app, review_app, serve_command
 from bastion.cli.universal import patch_command, perturbation_command
 from bastion.engine.memory import map_large_buffers
 from bastion.errors import INTERNAL_ERROR_EXIT_CODE, BastionError
@@ -28,6 +29,9 @@ app.command("assess")(assess_command)
 app.command("extract")(extract_command)
 app.command("patch")(patch_command)
 app.command("perturbation")(perturbation_command)
+app.command("serve")(serve_command)
+app.add_typer(keys_app, name="keys")
+app.add_typer(review_app, name="review")
 
 
 @app.command("attacks")
