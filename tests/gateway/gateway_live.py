@@ -127,12 +127,12 @@ def gateway_process(
     """``bastion serve --config`` as a separate OS process; yields its URL and the process."""
     port = free_port()
     command = [sys.executable, "-m", "bastion", "serve", "--config", str(config), "--port", str(port)]
-    process = subprocess.Popen(
-        command, env={**os.environ, **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
+    log = config.with_name(f"gateway-{port}.log")
+    with log.open("wb") as output:  # a file, not a pipe: a pipe nobody reads would block the server
+        process = subprocess.Popen(command, env={**os.environ, **(env or {})}, stdout=output, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait_healthy(url, process)
+        _wait_healthy(url, process, log)
         yield url, process
     finally:
         if process.poll() is None:
@@ -143,16 +143,15 @@ def gateway_process(
                 process.kill()
 
 
-def _wait_healthy(url: str, process: subprocess.Popen[bytes]) -> None:
+def _wait_healthy(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            _, err = process.communicate()
-            raise RuntimeError(f"the gateway exited with {process.returncode}: {err.decode()[-2000:]}")
+            raise RuntimeError(f"the gateway exited with {process.returncode}: {log.read_text()[-2000:]}")
         try:
             if httpx.get(f"{url}/v1/health", timeout=1).status_code == 200:
                 return
         except httpx.HTTPError:
             pass
         time.sleep(0.1)
-    raise RuntimeError("the gateway did not become healthy within 120 s")
+    raise RuntimeError(f"the gateway did not become healthy within 120 s: {log.read_text()[-2000:]}")

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
+from rich.table import Column, Table
 
 from bastion.cli.common import err_console, out_console
 from bastion.errors import ConfigError
@@ -96,7 +96,7 @@ def keys_list(config: ConfigOption = None, store: StoreOption = None) -> None:
         keys = opened.list_keys()
     finally:
         opened.close()
-    table = Table("key id", "name", "role", "created", "revoked")
+    table = Table(Column("key id", no_wrap=True, min_width=12), "name", "role", "created", "revoked")
     for key in keys:
         table.add_row(
             key.key_id, key.name, key.role.value, key.created_at.isoformat(timespec="seconds"), str(key.revoked)
@@ -166,7 +166,8 @@ def review_list(
             ]
     finally:
         opened.close()
-    table = Table("id", "client", "what", "status", "detail")
+    # Ids are copied into approve/reject: never wrapped.
+    table = Table(Column("id", no_wrap=True, min_width=32), "client", "what", "status", "detail")
     for row in rows:
         table.add_row(*(str(cell) for cell in row))
     out_console.print(table)
