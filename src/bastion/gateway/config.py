@@ -186,7 +186,8 @@ class QueryMonitorConfig(_Section):
     k: int = Field(default=20, ge=1)
     buffer_size: int = Field(default=1000, ge=2)
     dim: int = Field(default=128, ge=2)
-    max_clients: int = Field(default=10_000, ge=1)
+    # Memory is about max_clients x buffer_size x dim x 4 bytes at worst (1000 x 1000 x 128: ~0.5 GB).
+    max_clients: int = Field(default=1000, ge=1)
     global_buffer_size: int = Field(default=20_000, ge=1)
     seed: int = 0
 

@@ -29,6 +29,8 @@ logger = logging.getLogger(__name__)
 # Simulated benign clients for the query detector's calibration: enough streams to resolve a 0.1% rate.
 _BENIGN_CLIENTS = 1000
 _BENIGN_LENGTH = 100
+# Part of the calibration cache's key: bump it whenever the detector's embedding or scoring changes.
+CALIBRATION_VERSION = 1
 
 
 def build_monitors(
@@ -88,7 +90,10 @@ def calibrate_query_cached(inputs: np.ndarray, settings: dict[str, object], fold
     """
     digest = hashlib.sha256(np.ascontiguousarray(inputs, dtype=np.float32).tobytes())
     digest.update(
-        json.dumps({**settings, "clients": _BENIGN_CLIENTS, "length": _BENIGN_LENGTH}, sort_keys=True).encode()
+        json.dumps(
+            {**settings, "clients": _BENIGN_CLIENTS, "length": _BENIGN_LENGTH, "version": CALIBRATION_VERSION},
+            sort_keys=True,
+        ).encode()
     )
     path = folder / f"query-{digest.hexdigest()[:32]}.json"
     if path.is_file():

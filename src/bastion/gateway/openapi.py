@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import inspect
 from dataclasses import dataclass
 from typing import Any
@@ -110,14 +111,25 @@ class RouteSpec:
             }
         elif self.endpoint == "review.image":
             out = {200: {"description": "the input as PNG", "content": {"image/png": {"schema": _UPLOAD}}}}
-        for code, why in (
-            (401, "no or unknown API key"),
-            (403, "role not allowed"),
-            (422, "invalid request"),
-            (429, "rate limited"),
-        ):
+        for code, why in self._refusals():
             out[code] = {"description": why, "content": _json(_ERROR)}
         return out
+
+    def _refusals(self) -> list[tuple[int, str]]:
+        """The 4xx answers this route can give (the size guard reads every request's Content-Length)."""
+        refusals = [
+            (400, "malformed request: JSON or Content-Length"),
+            (401, "no or unknown API key"),
+            (403, "role not allowed"),
+            (413, "request body too large"),
+            (422, "invalid request"),
+            (429, "rate limited"),
+        ]
+        if self.endpoint in _BODIES:
+            refusals.append((415, "unsupported media type or image format"))
+        if _PATH_PARAMETERS & set(self.parameters) or self.endpoint == "feedback":
+            refusals.append((404, "no such item, queue or prediction"))
+        return sorted(refusals)
 
 
 ROUTES: tuple[RouteSpec, ...] = (
@@ -157,6 +169,7 @@ ROUTES: tuple[RouteSpec, ...] = (
 )
 
 _PATH_PARAMETERS = {"kind", "item_id"}
+_PUBLIC_PATHS = ("/v1/health",)
 
 
 def signature(parameters: tuple[str, ...]) -> inspect.Signature:
@@ -173,9 +186,12 @@ def signature(parameters: tuple[str, ...]) -> inspect.Signature:
 
 def document(app: FastAPI) -> dict[str, Any]:
     """The OpenAPI document with the API-key scheme every endpoint but health needs."""
-    doc = dict(app.openapi())
+    doc = copy.deepcopy(app.openapi())  # FastAPI caches its document: never change that one
     components = dict(doc.get("components", {}))
     components["securitySchemes"] = {"apiKey": {"type": "http", "scheme": "bearer"}}
     doc["components"] = components
     doc["security"] = [{"apiKey": []}]
+    for path in _PUBLIC_PATHS:  # answered without a key
+        for operation in doc["paths"].get(path, {}).values():
+            operation["security"] = []
     return doc

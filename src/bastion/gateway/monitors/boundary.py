@@ -40,8 +40,9 @@ from bastion.gateway.monitors.interface import ClientStates, Verdict, check_batc
 
 __all__ = ["BoundaryProximityMonitor", "margins"]
 
-# How many of a client's most recent distinct inputs are remembered to skip exact repeats.
-RECENT_INPUTS = 32
+# How many of a client's most recent distinct inputs are remembered to skip exact repeats (a few
+# hundred bytes a client: the monitor may track 100 000 of them).
+RECENT_INPUTS = 8
 
 
 def margins(probs: np.ndarray) -> np.ndarray:

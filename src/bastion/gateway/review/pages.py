@@ -8,6 +8,8 @@ Decisions go through :meth:`Store.decide`, which writes the decision and its aud
 from __future__ import annotations
 
 import functools
+import re
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import anyio.to_thread
@@ -30,6 +32,8 @@ __all__ = ["UI_KINDS", "page_handlers"]
 
 UI_KINDS = {"submissions": "submission", "feedback": "feedback", "flags": "flag"}
 _REVIEWERS = (Role.REVIEWER, Role.ADMIN)
+_DONE = {"approve": "approved", "reject": "rejected", "dismiss": "dismissed", "confirm": "confirmed"}
+_ITEM_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
 @functools.cache
@@ -81,7 +85,7 @@ def page_handlers(gateway: Gateway) -> dict[str, Handler]:
             reviewer=principal.name if principal is not None else "",
             role=principal.role.value if principal is not None else "",
             csrf=gateway.sessions.csrf_token(token),
-            notice=call.request.query_params.get("done"),
+            notice=_notice(call.request.query_params),
             label_name=_label_namer(gateway),
             **context,
         )
@@ -105,7 +109,7 @@ def page_handlers(gateway: Gateway) -> dict[str, Handler]:
                 reason=reason,
             )
         )
-        return RedirectResponse(f"/review?done={decision}d+{kind}+{item_id}", status_code=303)
+        return RedirectResponse(f"/review?done={decision}&kind={kind}&item={item_id}", status_code=303)
 
     async def image(call: Call) -> Response:
         item_id = str(call.request.path_params.get("item_id", ""))
@@ -132,6 +136,17 @@ def _queue(gateway: Gateway) -> dict[str, Any]:
         "submissions": [s for status in waiting for s in store.list_submissions(status=status, limit=200)],
         "feedback": [f for status in waiting for f in store.list_feedback(status=status, limit=200)],
     }
+
+
+def _notice(query: Mapping[str, str]) -> str | None:
+    """What the last decision did, e.g. "rejected submission <id>"; None unless the query names a real decision.
+
+    Built from checked parts only, so that a crafted link cannot make the page say anything else.
+    """
+    decision, kind, item_id = query.get("done", ""), query.get("kind", ""), query.get("item", "")
+    if decision not in _DONE or kind not in UI_KINDS.values() or not _ITEM_ID.match(item_id):
+        return None
+    return f"{_DONE[decision]} {kind} {item_id}"
 
 
 def _label_namer(gateway: Gateway) -> Any:
