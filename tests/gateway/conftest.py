@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from gateway_live import make_gateway, redis_url, served
+from gateway_live import make_gateway, postgres_database, postgres_url, redis_url, served
 
-__all__ = ["make_gateway", "redis_url", "served"]
+__all__ = ["make_gateway", "postgres_database", "postgres_url", "redis_url", "served"]

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -17,11 +19,15 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from bastion.gateway import Gateway, create_app, load_config
 from bastion.gateway.keys import Role
 
 POSTGRES_URL = os.environ.get("BASTION_TEST_POSTGRES_URL", "postgresql+psycopg://root@127.0.0.1:5432/test")
+logger = logging.getLogger(__name__)
 REDIS_URL = os.environ.get("BASTION_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
@@ -30,6 +36,51 @@ def missing_service(what: str, reason: str) -> None:
     if os.environ.get("CI", "").lower() == "true":
         pytest.fail(f"{what} is required in CI: {reason}")
     pytest.skip(f"{what} unavailable: {reason}")
+
+
+def _psycopg(url: str | URL) -> URL:
+    return make_url(url).set(drivername="postgresql+psycopg")
+
+
+@pytest.fixture(scope="module")
+def postgres_database() -> Iterator[URL]:
+    """A database of this test module's own, dropped afterwards (or the configured one, see above)."""
+    base = _psycopg(POSTGRES_URL)
+    admin = create_engine(base, isolation_level="AUTOCOMMIT")
+    name = f"bastion_store_{uuid.uuid4().hex[:12]}"
+    try:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    except ProgrammingError as error:  # no CREATEDB privilege: fresh schemas in the base database still isolate
+        logger.warning("cannot create a database (%s); using schemas in %s", error.orig, base.database)
+        admin.dispose()
+        yield base
+        return
+    except OperationalError as error:
+        admin.dispose()
+        missing_service("PostgreSQL", str(error.orig))
+    try:
+        yield base.set(database=name)
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()
+
+
+@pytest.fixture
+def postgres_url(postgres_database: URL) -> Iterator[str]:
+    """A URL whose search path is a fresh schema, dropped after the test."""
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    engine = create_engine(postgres_database, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
+    url = postgres_database.update_query_dict({"options": f"-csearch_path={schema}"})
+    try:
+        yield url.render_as_string(hide_password=False)
+    finally:
+        with engine.connect() as conn:
+            conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+        engine.dispose()
 
 
 @pytest.fixture(scope="session")

@@ -220,3 +220,23 @@ def test_forwarded_for_is_ignored_unless_the_peer_is_a_trusted_proxy(make_gatewa
             for i in range(4)
         ]
     assert statuses == [200, 200, 200, 200]
+
+
+def test_the_gateway_runs_on_postgresql(make_gateway: GatewayFactory, postgres_url: str) -> None:
+    gateway = make_gateway(**{"store.url": postgres_url})
+    with running(gateway) as live:
+        with live.client("client") as client:
+            prediction_id = client.post("/v1/predict", json={"inputs": inputs(1)}).json()["prediction_ids"][0]
+            feedback = client.post("/v1/feedback", json={"prediction_id": prediction_id, "correct": True})
+            submission = client.post("/v1/submissions", json={"inputs": inputs(1)[0], "label": 0})
+        assert (feedback.status_code, submission.status_code) == (202, 202)
+        with live.client("reviewer") as reviewer:
+            item = submission.json()["submission_id"]
+            assert reviewer.post(f"/v1/review/submissions/{item}", json={"decision": "approve"}).status_code == 200
+        live.gateway.recorder.flush()
+        store = live.gateway.store
+        assert store.url.startswith("postgresql")
+        assert store.get_prediction(prediction_id) is not None
+        assert [f.feedback_id for f in store.list_feedback()] == [feedback.json()["feedback_id"]]
+        assert store.list_submissions()[0].status.value == "approved"
+        assert any(event.endpoint == "predict" for event in store.audit_log(limit=20))

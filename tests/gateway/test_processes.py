@@ -1,4 +1,4 @@
-"""The gateway as separate OS processes (``bastion serve``): durability under kill -9, and limits shared through Redis."""
+"""The gateway as OS processes (``bastion serve``): durability under kill -9, limits shared through Redis."""
 
 from __future__ import annotations
 
@@ -67,7 +67,11 @@ def test_acknowledged_feedback_and_submissions_survive_kill_9(tmp_path: Path) ->
                     try:
                         if i % 2:
                             response = client.post("/v1/submissions", json={"inputs": ONE[0], "label": worker % 10})
-                            item = ("submission", response.json()["submission_id"]) if response.status_code == 202 else None
+                            item = (
+                                ("submission", response.json()["submission_id"])
+                                if response.status_code == 202
+                                else None
+                            )
                         else:
                             body = {"prediction_id": prediction_ids[i % 32], "correct": bool(worker % 2)}
                             response = client.post("/v1/feedback", json=body)
@@ -93,7 +97,9 @@ def test_acknowledged_feedback_and_submissions_survive_kill_9(tmp_path: Path) ->
     with Store.open(f"sqlite:///{store_path}") as store:
         feedback = {f.feedback_id for f in store.list_feedback(limit=1000)}
         submissions = {s.submission_id for s in store.list_submissions(limit=1000)}
-    missing = [(kind, item) for kind, item in acknowledged if item not in (feedback if kind == "feedback" else submissions)]
+    missing = [
+        (kind, item) for kind, item in acknowledged if item not in (feedback if kind == "feedback" else submissions)
+    ]
     assert len(acknowledged) >= 200
     assert missing == []
 
@@ -101,7 +107,9 @@ def test_acknowledged_feedback_and_submissions_survive_kill_9(tmp_path: Path) ->
 def test_two_gateways_sharing_redis_never_admit_more_than_the_limit(tmp_path: Path, redis_url: str) -> None:
     store_path = tmp_path / "gateway.db"
     config = write_config(tmp_path, store=store_path)
-    text = config.read_text().replace('per_key = ["100000/second"]', f'per_key = ["25/minute"]\nstorage = "{redis_url}"')
+    text = config.read_text().replace(
+        'per_key = ["100000/second"]', f'per_key = ["25/minute"]\nstorage = "{redis_url}"'
+    )
     config.write_text(text)
     secret = key_for(store_path)
     headers = {"Authorization": f"Bearer {secret}"}
@@ -119,7 +127,7 @@ def test_two_gateways_sharing_redis_never_admit_more_than_the_limit(tmp_path: Pa
     assert all(result.count(200) > 0 for result in results[:2])  # both processes admitted some: the window is shared
 
 
-@pytest.mark.parametrize("bad", ['[server]\nprot = 1\n', '[output]\nclient = "everything"\n'])
+@pytest.mark.parametrize("bad", ["[server]\nprot = 1\n", '[output]\nclient = "everything"\n'])
 def test_a_bad_config_stops_the_gateway_from_starting(tmp_path: Path, bad: str) -> None:
     import subprocess
     import sys
