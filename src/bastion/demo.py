@@ -42,6 +42,11 @@ class DemoRecipe:
 _EPOCHS = {"mnist": 10, "digits": 30, "breast-cancer": 60}
 
 
+def epochs_for(dataset: str) -> int:
+    """The epochs the demo model of ``dataset`` trains for."""
+    return _EPOCHS[dataset]
+
+
 def cache_dir() -> Path:
     """Where trained demo models are kept: ``$BASTION_CACHE_DIR`` or ``~/.cache/bastion``."""
     root = os.environ.get("BASTION_CACHE_DIR") or Path.home() / ".cache" / "bastion"
