@@ -33,7 +33,8 @@ __all__ = ["Recipe", "TorchRecipe", "demo_recipe", "load_recipe"]
 class Recipe(Protocol):
     """Trains a model on a dataset; deterministic for a given seed."""
 
-    name: str
+    @property
+    def name(self) -> str: ...
 
     def fit(
         self, data: Dataset, *, seed: int = 0, init: TorchClassifier | None = None, epochs: int | None = None
