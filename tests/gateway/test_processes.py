@@ -140,3 +140,43 @@ def test_a_bad_config_stops_the_gateway_from_starting(tmp_path: Path, bad: str) 
     assert result.returncode == 2
     assert ("prot" in result.stderr) or ("everything" in result.stderr)
     assert "Traceback" not in result.stderr
+
+
+def test_serve_demo_prints_an_admin_key_once_that_works(tmp_path: Path) -> None:
+    import re
+    import subprocess
+    import sys
+    import time
+
+    from gateway_live import free_port
+
+    port = free_port()
+    log = tmp_path / "serve.log"
+    store = f"sqlite:///{tmp_path / 'demo.db'}"
+    env = {**os.environ, "BASTION__MODEL__SOURCE": "demo:digits"}  # the digits demo: trained in seconds
+    command = [sys.executable, "-m", "bastion", "serve", "--demo", "--store", store, "--port", str(port)]
+    with log.open("wb") as output:
+        process = subprocess.Popen(command, env=env, stdout=output, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 120
+        while not re.search(r"bst_\w+", log.read_text()) and time.monotonic() < deadline and process.poll() is None:
+            time.sleep(0.1)
+        found = re.findall(r"bst_[0-9a-f]+_[\w-]+", log.read_text())
+        assert len(found) == 1, log.read_text()
+        url = f"http://127.0.0.1:{port}"
+        while time.monotonic() < deadline:
+            try:
+                httpx.get(f"{url}/v1/health", timeout=1)
+                break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {found[0]}"}) as admin:
+            assert admin.get("/metrics").status_code == 200
+            assert "scores" in admin.post("/v1/predict", json={"inputs": ONE}).json()
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    with Store.open(store) as opened:
+        keys = opened.list_keys()
+    assert [(k.role, k.name) for k in keys] == [(Role.ADMIN, "demo-admin")]
+    assert found[0] not in (tmp_path / "demo.db").read_bytes().decode("latin-1")

@@ -42,12 +42,10 @@ def serve_command(
 
     from bastion.gateway import Gateway, create_app
 
-    overrides: dict[str, object] = {}
-    if demo:
-        overrides["model.source"] = "demo:mnist"
-    if store is not None:
-        overrides["store.url"] = store
+    overrides: dict[str, object] = {} if store is None else {"store.url": store}
     settings = load_config(config, overrides=overrides)
+    if demo and not settings.model.source.startswith("demo:"):  # a demo source from the config is kept
+        settings = load_config(config, overrides={**overrides, "model.source": "demo:mnist"})
     gateway = Gateway.build(settings)
     if demo:
         secret, key = gateway.store.create_key(Role.ADMIN, "demo-admin")
