@@ -3,13 +3,13 @@
 For each operation the document describes, schemathesis generates requests that fit the schema
 (positive) and requests that break it (negative); each is sent with a key, so that the generated
 bodies and parameters reach the guards behind authentication. Every answer must be below 500, a
-4xx must read ``{"error": {"code": str, "detail": str}}``, and a documented 2xx body must match
-its schema. Generation is derandomised (the same cases every run) and bounded per operation.
+4xx must read ``{"error": {"code": str, "detail": str}}``, and every answer must be as documented:
+a status the operation lists, with the listed media type and schema. Generation is derandomised
+(the same cases every run) and bounded per operation.
 """
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from collections.abc import Iterator
 
@@ -140,7 +140,7 @@ def test_the_operations_documented_as_keyed_refuse_a_request_without_a_key(live:
         assert (answer.status_code == 401) is needs_key, (label, answer.status_code)
 
 
-@pytest.mark.parametrize(("label", "mode"), ADMIN_CASES, ids=lambda v: str(v))
+@pytest.mark.parametrize(("label", "mode"), ADMIN_CASES, ids=str)
 def test_an_admin_never_gets_a_5xx(live: Served, schema: BaseSchema, label: str, mode: GenerationMode) -> None:
     statuses = exercise(live, operation(schema, label), mode, "admin", ADMIN_EXAMPLES)
     assert statuses[401] == 0, "every case carried a valid admin key"
@@ -159,4 +159,4 @@ def test_the_gateway_still_serves_after_the_fuzzing(live: Served, schema: BaseSc
         answer = client.post("/v1/predict", json={"inputs": [[[0.5] * 8] * 8]})
     assert answer.status_code == 200, answer.text
     assert httpx.get(f"{live.url}/v1/health").json()["status"] == "ok"
-    assert json.loads(answer.text)["labels"][0] in range(10)
+    assert answer.json()["labels"][0] in range(10)

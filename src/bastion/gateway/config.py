@@ -29,11 +29,11 @@ a value is read as TOML when it parses as a TOML value, as a plain string otherw
 from __future__ import annotations
 
 import os
+import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-import tomllib
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from bastion.errors import ConfigError, NotFoundError

@@ -54,6 +54,8 @@ class TorchRecipe:
     lr: float = 2e-3
     weight_decay: float = 0.0
     name: str = "torch-recipe"
+    # "package.module:callable" naming ``factory``, so that a registry can rebuild the module from weights.
+    factory_spec: str | None = None
 
     def fit(
         self, data: Dataset, *, seed: int = 0, init: TorchClassifier | None = None, epochs: int | None = None
@@ -118,8 +120,10 @@ def demo_recipe(dataset: str = "mnist", *, epochs: int | None = None) -> TorchRe
     if dataset not in DEMO_DATASETS:
         raise ConfigError(f"unknown demo dataset {dataset!r}: expected one of {', '.join(DEMO_DATASETS)}")
     test = load_demo(dataset, "test")
+    architecture = type(build(dataset)).__name__
     return TorchRecipe(
         factory=lambda: build(dataset),
+        factory_spec=f"bastion.models.zoo:{architecture}",
         input_shape=test.input_shape,
         num_classes=len(test.class_names or ()) or int(test.y.max()) + 1,
         bounds=test.bounds,

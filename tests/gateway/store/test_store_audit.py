@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 import numpy as np
 import pytest
@@ -13,7 +13,7 @@ from bastion.errors import InvalidInputError
 from bastion.gateway.keys import Role
 from bastion.gateway.store import DETAIL_MAX, AuditEvent, PredictionRecord, Store
 
-START = datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)
+START = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 INJECTIONS = [
     "'; DROP TABLE audit_events; --",
     'Robert"); DROP TABLE feedback;--',
@@ -67,8 +67,8 @@ def test_audit_times_come_back_as_the_same_instant_in_utc(store: Store) -> None:
     paris = timezone(timedelta(hours=2))
     store.audit(event(time=datetime(2024, 5, 1, 14, 0, 0, 123456, tzinfo=paris)))
     (stored,) = store.audit_log()
-    assert stored.time == datetime(2024, 5, 1, 12, 0, 0, 123456, tzinfo=timezone.utc)
-    assert stored.time.tzinfo == timezone.utc
+    assert stored.time == datetime(2024, 5, 1, 12, 0, 0, 123456, tzinfo=UTC)
+    assert stored.time.tzinfo == UTC
 
 
 def test_naive_times_are_refused(memory_store: Store) -> None:

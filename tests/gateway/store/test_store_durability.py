@@ -6,7 +6,7 @@ import os
 import signal
 import subprocess
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -31,7 +31,7 @@ for _ in range(100_000):
 def test_acknowledged_feedback_survives_sigkill(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'gateway.db'}"
     with Store.open(url) as store:
-        store.record_prediction(PredictionRecord("p0", datetime.now(timezone.utc), CLIENT, 1, (0.0, 1.0), "ab" * 32))
+        store.record_prediction(PredictionRecord("p0", datetime.now(UTC), CLIENT, 1, (0.0, 1.0), "ab" * 32))
     process = subprocess.Popen(
         [sys.executable, "-c", WRITER, url, CLIENT], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )

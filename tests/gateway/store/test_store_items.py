@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 import pytest
@@ -21,7 +21,7 @@ from bastion.gateway.store import (
 )
 from bastion.gateway.store.schema import open_database, submissions
 
-START = datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)
+START = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 ALICE, BOB = "a11ce0000000", "b0b000000000"
 
 
@@ -40,7 +40,7 @@ def test_feedback_is_quarantined_and_listed_newest_first(store: Store) -> None:
     listed = store.list_feedback()
     assert [f.feedback_id for f in listed] == [second, first]
     assert listed[1] == Feedback(first, listed[1].time, ALICE, f"{ALICE}-pred-0", False, 5, ItemStatus.QUARANTINED)
-    assert listed[0].time > listed[1].time and listed[0].time.tzinfo == timezone.utc
+    assert listed[0].time > listed[1].time and listed[0].time.tzinfo == UTC
     assert store.list_feedback(status=ItemStatus.APPROVED) == []
     assert store.list_feedback(client=BOB) == []
     assert [f.feedback_id for f in store.list_feedback(limit=1)] == [second]

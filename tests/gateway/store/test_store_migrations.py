@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -141,7 +141,7 @@ def test_a_much_newer_version_row_is_refused_too(store_url: str) -> None:
     try:
         with db.write() as conn:
             conn.execute(
-                insert(schema_version).values(version=42, description="x", applied_at=datetime.now(timezone.utc))
+                insert(schema_version).values(version=42, description="x", applied_at=datetime.now(UTC))
             )
     finally:
         db.dispose()

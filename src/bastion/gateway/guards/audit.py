@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from starlette.responses import Response
@@ -48,7 +48,7 @@ class Audit:
         request = call.request
         event = AuditEvent(
             request_id=call.request_id,
-            time=datetime.now(timezone.utc),
+            time=datetime.now(UTC),
             client=call.principal.key_id if call.principal is not None else None,
             role=call.principal.role if call.principal is not None else None,
             endpoint=call.endpoint,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import anyio.to_thread
@@ -42,7 +42,7 @@ class ModelGuard:
         return await call_next(call)
 
     def _record(self, call: Call, inputs: np.ndarray, probs: np.ndarray, labels: np.ndarray) -> None:
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         for index, prediction_id in enumerate(call.prediction_ids):
             self.gateway.recorder.add(
                 PredictionRecord(

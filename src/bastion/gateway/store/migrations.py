@@ -20,7 +20,7 @@ import hashlib
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from sqlalchemy import Column, Connection, Integer, MetaData, Table, Text, func, insert, select
 
@@ -71,7 +71,7 @@ def apply_migrations(
     where: str = "the database",
 ) -> int:
     """Apply the steps ``db`` lacks, each in its own locked transaction; the version it ends at."""
-    now = clock or (lambda: datetime.now(timezone.utc))
+    now = clock or (lambda: datetime.now(UTC))
     while True:
         with db.write() as conn:
             _lock(conn, db)

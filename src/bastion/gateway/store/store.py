@@ -28,7 +28,7 @@ import re
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from enum import Enum
 from types import TracebackType
 from typing import Any, TypeVar
@@ -84,7 +84,7 @@ E = TypeVar("E", bound=Enum)
 
 def utc_now() -> datetime:
     """The current time, timezone-aware UTC: the store's default clock."""
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def input_sha256(x: np.ndarray) -> str:
