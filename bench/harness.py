@@ -167,7 +167,7 @@ def machine(device: torch.device) -> dict[str, Any]:
     """What the figures were measured on, including how busy the machine was."""
     info: dict[str, Any] = {
         "hostname": socket.gethostname(),
-        "date_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "date_utc": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "nproc": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "cpu_model": _cpu_model(),
@@ -230,5 +230,5 @@ def _jsonable(value: object) -> object:
 def result_path(root: Path, device: torch.device, kind: str = "evasion") -> Path:
     """``<root>/<machine>-<device>-<kind>-<UTC date and time>.json``."""
     host = re.sub(r"[^A-Za-z0-9_.-]+", "-", socket.gethostname()) or "machine"
-    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H%MZ")
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H%MZ")
     return root / f"{host}-{device.type}-{kind}-{stamp}.json"
