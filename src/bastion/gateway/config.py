@@ -121,6 +121,8 @@ class StoreConfig(_Section):
     """Where the audit log, predictions, feedback, submissions, flags and decisions are kept."""
 
     url: str = "sqlite:///bastion-gateway.db"
+    # Keep each prediction's input, so that feedback on it can become training data (bastion retrain).
+    keep_inputs: bool = True
 
     @field_validator("url")
     @classmethod

@@ -6,12 +6,13 @@ import threading
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
 import pytest
 from sqlalchemy import Column as SqlColumn
 from sqlalchemy import Connection, Integer, MetaData, Table, insert, inspect, select, text
 
 from bastion.errors import ConfigError
-from bastion.gateway.store import MIGRATIONS, Migration, Store, apply_migrations
+from bastion.gateway.store import MIGRATIONS, Migration, PredictionRecord, Store, apply_migrations, utc_now
 from bastion.gateway.store.migrations import current_version, schema_version
 from bastion.gateway.store.schema import metadata, open_database
 
@@ -55,7 +56,7 @@ def test_a_fresh_database_gets_exactly_the_declared_schema(store_url: str) -> No
             assert current_version(conn) == len(MIGRATIONS)
     finally:
         db.dispose()
-    assert versions(store_url) == [(1, "initial tables")]
+    assert versions(store_url) == [(i + 1, m.description) for i, m in enumerate(MIGRATIONS)]
 
 
 def test_status_and_client_columns_are_indexed(store_url: str) -> None:
@@ -79,8 +80,8 @@ def test_reopening_an_up_to_date_database_changes_nothing(store_url: str) -> Non
     db = open_database(store_url)
     try:
         with db.read() as conn:
-            applied_at = conn.execute(select(schema_version.c.applied_at)).scalar_one()
-        assert apply_migrations(db, MIGRATIONS) == 1
+            applied_at = conn.execute(select(schema_version.c.applied_at)).scalars().all()
+        assert apply_migrations(db, MIGRATIONS) == len(MIGRATIONS)
     finally:
         db.dispose()
     with Store.open(store_url) as store:
@@ -88,7 +89,7 @@ def test_reopening_an_up_to_date_database_changes_nothing(store_url: str) -> Non
     db = open_database(store_url)
     try:
         with db.read() as conn:
-            assert conn.execute(select(schema_version.c.applied_at)).scalar_one() == applied_at
+            assert conn.execute(select(schema_version.c.applied_at)).scalars().all() == applied_at
             assert "never_created" not in inspect(conn).get_table_names()
     finally:
         db.dispose()
@@ -101,12 +102,12 @@ def test_new_steps_are_applied_in_order_once(store_url: str) -> None:
     steps = (*MIGRATIONS, Migration("second", second), Migration("third", third))
     db = open_database(store_url)
     try:
-        assert apply_migrations(db, steps) == 3
-        assert apply_migrations(db, steps) == 3
+        assert apply_migrations(db, steps) == len(MIGRATIONS) + 2
+        assert apply_migrations(db, steps) == len(MIGRATIONS) + 2
     finally:
         db.dispose()
     assert (second.calls, third.calls) == (1, 1)
-    assert versions(store_url) == [(1, "initial tables"), (2, "second"), (3, "third")]
+    assert versions(store_url) == [(i + 1, m.description) for i, m in enumerate(steps)]
 
 
 def test_a_failing_step_leaves_the_database_at_the_previous_version(store_url: str) -> None:
@@ -122,7 +123,7 @@ def test_a_failing_step_leaves_the_database_at_the_previous_version(store_url: s
             assert "half_made" not in inspect(conn).get_table_names()
     finally:
         db.dispose()
-    assert versions(store_url) == [(1, "initial tables")]
+    assert versions(store_url) == [(i + 1, m.description) for i, m in enumerate(MIGRATIONS)]
 
 
 def test_a_database_newer_than_the_code_is_refused(store_url: str) -> None:
@@ -131,7 +132,10 @@ def test_a_database_newer_than_the_code_is_refused(store_url: str) -> None:
         apply_migrations(db, (*MIGRATIONS, Migration("from the future", CountingStep("future"))))
     finally:
         db.dispose()
-    with pytest.raises(ConfigError, match=r"has schema version 2, newer than version 1 that this Bastion knows"):
+    newer, known = len(MIGRATIONS) + 1, len(MIGRATIONS)
+    with pytest.raises(
+        ConfigError, match=rf"has schema version {newer}, newer than version {known} that this Bastion knows"
+    ):
         Store.open(store_url)
 
 
@@ -140,12 +144,10 @@ def test_a_much_newer_version_row_is_refused_too(store_url: str) -> None:
     db = open_database(store_url)
     try:
         with db.write() as conn:
-            conn.execute(
-                insert(schema_version).values(version=42, description="x", applied_at=datetime.now(UTC))
-            )
+            conn.execute(insert(schema_version).values(version=42, description="x", applied_at=datetime.now(UTC)))
     finally:
         db.dispose()
-    with pytest.raises(ConfigError, match="schema version 42, newer than version 1"):
+    with pytest.raises(ConfigError, match=f"schema version 42, newer than version {len(MIGRATIONS)}"):
         Store.open(store_url)
 
 
@@ -173,7 +175,10 @@ def test_concurrent_openers_apply_each_step_once(store_url: str) -> None:
         thread.join(timeout=120)
     assert errors == []
     assert step.calls == 1
-    assert versions(store_url) == [(1, "initial tables"), (2, "raced")]
+    assert versions(store_url) == [
+        *[(i + 1, m.description) for i, m in enumerate(MIGRATIONS)],
+        (len(MIGRATIONS) + 1, "raced"),
+    ]
 
 
 def test_concurrent_store_opens_all_succeed(store_url: str) -> None:
@@ -196,7 +201,7 @@ def test_concurrent_store_opens_all_succeed(store_url: str) -> None:
     for store in opened:
         store.close()
     assert errors == [] and len(opened) == THREADS
-    assert versions(store_url) == [(1, "initial tables")]
+    assert versions(store_url) == [(i + 1, m.description) for i, m in enumerate(MIGRATIONS)]
 
 
 # -- URLs -----------------------------------------------------------------------------------------
@@ -248,3 +253,21 @@ def test_plain_postgresql_urls_use_psycopg_and_mask_the_password(postgres_url: s
         assert store.url.startswith("postgresql+psycopg://root:***@")
         assert "hunter2" not in store.url
         assert store.counts()["keys_active"] == 0
+
+
+def test_a_version_1_database_gains_the_prediction_inputs_column(store_url: str) -> None:
+    """A database made by the first release (version 1, predictions without inputs) is upgraded in place."""
+    db = open_database(store_url)
+    try:
+        apply_migrations(db, MIGRATIONS[:1])
+        with db.write() as conn:
+            conn.execute(text("ALTER TABLE predictions DROP COLUMN x"))  # as version 1 of the code made it
+    finally:
+        db.dispose()
+    with Store.open(store_url) as store:
+        record = PredictionRecord("a" * 32, utc_now(), "c", 1, (0.2, 0.8), "0" * 64, x=np.ones((2, 2), np.float32))
+        store.record_prediction(record)
+        found = store.get_prediction("a" * 32)
+    assert found is not None and found.x is not None
+    np.testing.assert_array_equal(found.x, np.ones((2, 2), np.float32))
+    assert versions(store_url) == [(1, "initial tables"), (2, "prediction inputs")]

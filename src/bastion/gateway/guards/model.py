@@ -52,6 +52,7 @@ class ModelGuard:
                     label=int(labels[index]),
                     scores=tuple(float(p) for p in probs[index]),
                     input_sha256=hashlib.sha256(inputs[index].tobytes()).hexdigest(),
+                    x=inputs[index] if self.gateway.config.store.keep_inputs else None,
                 )
             )
         self.gateway.metrics.observe_predictions(len(call.prediction_ids))

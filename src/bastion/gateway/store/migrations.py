@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import Column, Connection, Integer, MetaData, Table, Text, func, insert, select
+from sqlalchemy import Column, Connection, Integer, MetaData, Table, Text, func, insert, inspect, select
 
 from bastion.errors import ConfigError
 from bastion.gateway.store import schema
@@ -60,7 +60,22 @@ def _initial_tables(conn: Connection) -> None:
     schema.metadata.create_all(conn)
 
 
-MIGRATIONS: tuple[Migration, ...] = (Migration("initial tables", _initial_tables),)
+def _prediction_inputs(conn: Connection) -> None:
+    """Version 2: predictions keep their input, so that feedback on them can become training data.
+
+    Version 1 creates the tables from ``schema.py``, which already has the column on a fresh
+    database; only a database created by an older release lacks it.
+    """
+    columns = {column["name"] for column in inspect(conn).get_columns("predictions")}
+    if "x" not in columns:
+        kind = "BYTEA" if conn.dialect.name == "postgresql" else "BLOB"
+        conn.exec_driver_sql(f"ALTER TABLE predictions ADD COLUMN x {kind}")
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration("initial tables", _initial_tables),
+    Migration("prediction inputs", _prediction_inputs),
+)
 
 
 def apply_migrations(

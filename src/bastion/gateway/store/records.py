@@ -91,6 +91,7 @@ class PredictionRecord:
     label: int
     scores: tuple[float, ...]
     input_sha256: str
+    x: np.ndarray | None = field(default=None, compare=False, repr=False)  # the input, when kept
 
 
 @dataclass(frozen=True)

@@ -146,6 +146,8 @@ predictions = Table(
     Column("label", Integer(), nullable=False),
     Column("scores", Text(), nullable=False),  # a JSON list of floats
     Column("input_sha256", String(64), nullable=False, index=True),
+    # The input as .npy bytes (allow_pickle=False), so that feedback on it can become training data (version 2).
+    Column("x", LargeBinary(), nullable=True),
 )
 
 feedback = Table(

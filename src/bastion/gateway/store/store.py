@@ -569,12 +569,14 @@ def _prediction_row(p: PredictionRecord) -> dict[str, object]:
         "label": _label(p.label),
         "scores": json.dumps(scores),
         "input_sha256": _text(p.input_sha256, "input_sha256", 64, required=True),
+        "x": None if p.x is None else _npy_bytes(p.x),
     }
 
 
 def _prediction(row: Row[Any]) -> PredictionRecord:
     scores = tuple(float(s) for s in json.loads(row.scores))
-    return PredictionRecord(row.prediction_id, row.time, row.client, row.label, scores, row.input_sha256)
+    x = None if row.x is None else np.load(io.BytesIO(row.x), allow_pickle=False)
+    return PredictionRecord(row.prediction_id, row.time, row.client, row.label, scores, row.input_sha256, x)
 
 
 def _feedback(row: Row[Any]) -> Feedback:
