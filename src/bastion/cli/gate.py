@@ -16,7 +16,7 @@ from bastion.gate import GateDecision, ModelRegistry
 from bastion.models.interface import Classifier
 from bastion.models.torch import TorchClassifier
 
-__all__ = ["gate_command", "registry_app"]
+__all__ = ["gate_command", "registry_app", "retrain_command"]
 
 registry_app = typer.Typer(help="The model registry: versions, promotion, rollback.", no_args_is_help=True)
 RegistryOption = Annotated[Path, typer.Option("--registry", help="The registry folder.")]
@@ -169,3 +169,58 @@ def registry_rollback(registry: RegistryOption, reason: Annotated[str, typer.Opt
     """Make the previously current version current again."""
     version = ModelRegistry(registry).rollback(reason=reason)
     err_console.print(f"rolled back to {version.version}")
+
+
+def retrain_command(
+    registry: Annotated[
+        Path, typer.Option("--registry", help="The model registry (its current model is the baseline).")
+    ],
+    recipe: Annotated[str, typer.Option(help="demo:NAME or module:function: the training recipe.")],
+    trusted: Annotated[str, typer.Option(help="The trusted training set (RONI's base; always trained on).")],
+    quiz: Annotated[str, typer.Option(help="The trusted quiz set RONI measures impact on (no overlap with the rest).")],
+    test: Annotated[str, typer.Option(help="The trusted test set the gate judges on.")],
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", help="Gateway configuration: where its store is.")
+    ] = None,
+    store: Annotated[str | None, typer.Option("--store", help="Store URL (overrides the configuration's).")] = None,
+    include: Annotated[
+        str, typer.Option(help="approved (reviewed items only) or all (quarantined items too).")
+    ] = "approved",
+    policy: Annotated[Path | None, typer.Option(help="Gate policy (TOML).")] = None,
+    seed: Annotated[int, typer.Option()] = 0,
+) -> None:
+    """Retrain on the gateway's quarantined data: RONI per client, the recipe, the gate; promote only on a pass."""
+    from bastion.data.loaders import load_data
+    from bastion.gate import load_policy
+    from bastion.gate.retrain import retrain
+    from bastion.gateway.config import load_config
+    from bastion.gateway.store import Store
+    from bastion.training import load_recipe
+
+    if include not in ("approved", "all"):
+        raise ConfigError(f"--include must be approved or all, got {include!r}")
+    settings = load_config(config, overrides={"store.url": store} if store else None)
+    with Store.open(settings.store.url) as opened:
+        outcome = retrain(
+            opened,
+            ModelRegistry(registry),
+            load_recipe(recipe),
+            trusted=load_data(trusted),
+            quiz=load_data(quiz),
+            test=load_data(test),
+            policy=load_policy(policy),
+            include="all" if include == "all" else "approved",
+            seed=seed,
+        )
+    err_console.print(
+        f"{len(outcome.offered)} items offered, {len(outcome.used)} kept, {len(outcome.rejected)} rejected by RONI"
+    )
+    for item, reason in outcome.rejected[:20]:
+        err_console.print(f"  rejected {item.kind} {item.item_id} from {item.client}: {reason}")
+    if outcome.decision is not None:
+        _print(outcome.decision)
+    if outcome.version is not None:
+        state = "promoted" if outcome.promoted else "registered, not promoted"
+        err_console.print(f"{outcome.version.version} {state}")
+    if outcome.decision is not None and not outcome.decision.passed:
+        raise ThresholdError("the gate refused the retrained model; the current version stays")
