@@ -11,7 +11,8 @@ import bastion
 from bastion.cli.assess import assess_command
 from bastion.cli.common import err_console, out_console
 from bastion.cli.extract import extract_command
-from bastion.cli.gate import gate_command, registry_app
+from bastion.cli.gate import gate_command, registry_app, retrain_command
+from bastion.cli.poison import poison_command
 from bastion.cli.serve import keys_app, review_app, serve_command
 from bastion.cli.universal import patch_command, perturbation_command
 from bastion.engine.memory import map_large_buffers
@@ -30,8 +31,10 @@ app.command("assess")(assess_command)
 app.command("extract")(extract_command)
 app.command("patch")(patch_command)
 app.command("perturbation")(perturbation_command)
+app.command("poison")(poison_command)
 app.command("serve")(serve_command)
 app.command("gate")(gate_command)
+app.command("retrain")(retrain_command)
 app.add_typer(registry_app, name="registry")
 app.add_typer(keys_app, name="keys")
 app.add_typer(review_app, name="review")
