@@ -56,5 +56,10 @@ bench-gpu:
 bench-blackbox: $(VENV)/.bench-installed
 	$(PY) bench/bench_blackbox.py
 
+# Issue 4: the gateway's throughput against a bare endpoint, and its monitors' detection (docs/BENCHMARKS.md).
+.PHONY: bench-gateway
+bench-gateway: $(VENV)/.bench-installed
+	$(PY) bench/bench_gateway.py --profile
+
 clean:
 	rm -rf $(VENV) reports .pytest_cache .mypy_cache .ruff_cache
