@@ -93,3 +93,31 @@ def test_the_policy_file_is_strict(tmp_path: Path) -> None:
     path.write_text("[robust]\neps = -1\n")
     with pytest.raises(ConfigError, match=r"robust\.eps"):
         load_policy(path)
+
+
+def badnets(data: Dataset, *, target: int, share: float, seed: int = 0) -> Dataset:
+    """A 2x2 white corner patch on ``share`` of the examples of other classes, relabelled ``target``."""
+    gen = torch.Generator().manual_seed(seed)
+    others = torch.nonzero(data.y != target).flatten()
+    chosen = others[torch.randperm(len(others), generator=gen)[: int(share * len(data))]]
+    x, y = data.x.clone(), data.y.clone()
+    x[chosen, :, -2:, -2:] = 1.0
+    y[chosen] = target
+    return replace(data, x=x, y=y)
+
+
+def test_the_gate_refuses_a_backdoored_candidate_and_accepts_a_clean_one(
+    current: TorchClassifier, trusted: Dataset
+) -> None:
+    train = load_demo("digits", "train")
+    recipe = demo_recipe("digits", epochs=10)
+    poisoned = badnets(train, target=0, share=0.02)  # about 15% of class 0: the regime the scans are made for
+    backdoored = recipe.fit(poisoned, seed=0)
+    clean = recipe.fit(train, seed=1)
+    policy = GatePolicy(max_accuracy_drop=0.03, max_class_drop=0.1, robust=None)  # default scan: activation clustering
+    refused = run_gate(current, backdoored, trusted, policy=policy, candidate_data=poisoned)
+    accepted = run_gate(current, clean, trusted, policy=policy, candidate_data=train)
+    assert not refused.passed
+    assert [check.name for check in refused.failed] == ["poison_scan:clustering"]  # accuracy alone would let it in
+    assert accepted.passed, accepted.summary()
+    assert accepted.checks[-1].name == "poison_scan:clustering" and not accepted.checks[-1].skipped

@@ -101,10 +101,10 @@ def scan_check(candidate: Classifier, training: Dataset | None, check: ScanCheck
     """A poison scan over the candidate's training data; skipped (and said so) when that data is not given."""
     if training is None:
         return CheckResult("poison_scan", True, 0.0, 0.0, "skipped: the candidate's training data was not given", True)
-    from bastion.defences import activation_clustering, spectral_signatures
+    from bastion.defences import ActivationClustering, SpectralSignatures
 
     if check.method == "spectral":
-        verdict = spectral_signatures(candidate, training, expected_rate=check.expected_rate).verdict
+        verdict = SpectralSignatures(poison_rate=check.expected_rate)(candidate, training).verdict
     else:
-        verdict = activation_clustering(candidate, training).verdict
+        verdict = ActivationClustering()(candidate, training).verdict
     return CheckResult(f"poison_scan:{check.method}", verdict.passed, verdict.value, verdict.threshold, verdict.detail)

@@ -11,7 +11,7 @@ Example (``gate.toml``)::
     examples = 200
     max_drop = 0.05                 # robust accuracy under this fixed attack may fall by at most 5 points
     [scan]
-    method = "spectral"             # poison scan of the candidate's training data: spectral | clustering | none
+    method = "clustering"           # poison scan of the candidate's training data: clustering | spectral | none
 """
 
 from __future__ import annotations
@@ -46,7 +46,9 @@ class RobustCheck(_Strict):
 class ScanCheck(_Strict):
     """A poison scan over the data the candidate was trained on (when the gate is given it)."""
 
-    method: Literal["spectral", "clustering", "none"] = "spectral"
+    # Activation clustering by default: on the demo models it caught 5 of 8 backdoored trainings with no false
+    # alarm on 14 clean ones; spectral signatures' class-level verdict caught 2 of 8 (see bastion.defences).
+    method: Literal["spectral", "clustering", "none"] = "clustering"
     expected_rate: float = Field(default=0.1, gt=0, lt=0.5)  # the poison share the spectral scan looks for
 
 
