@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 
+import httpx
 import numpy as np
 import pytest
 import torch
@@ -136,3 +137,24 @@ def test_the_throttle_action_refuses_the_flagged_client(make_gateway: GatewayFac
         assert served.gateway.store.list_flags(client=key_id(served, secret))
         assert np.isfinite(served.gateway.penalties.remaining(key_id(served, secret)))
         assert served.gateway.penalties.remaining(key_id(served, secret)) > 0
+
+
+def test_the_omit_action_sets_the_clients_submissions_aside(make_gateway: GatewayFactory) -> None:
+    gateway = make_gateway(
+        **{"monitors.query.action": "omit", "monitors.boundary.enabled": False, "output.client": "scores"}
+    )
+    with running(gateway) as served:
+        secret = served.new_key("client", "omitted")
+        with httpx.Client(base_url=served.url, headers={"Authorization": f"Bearer {secret}"}) as client:
+            before = client.post("/v1/submissions", json={"inputs": TEST.x[5].tolist(), "label": int(TEST.y[5])})
+            model = remote(served, secret, "scores", budget=200)
+            with contextlib.suppress(BudgetExhaustedError):
+                ATTACKS["square"](max_queries=150)(model, TEST.x[:1], TEST.y[:1], norm="linf", eps=0.2, seed=0)
+            model.close()
+            after = client.post("/v1/submissions", json={"inputs": TEST.x[6].tolist(), "label": int(TEST.y[6])})
+        store = served.gateway.store
+        client_id = key_id(served, secret)
+        assert store.list_flags(client=client_id)
+        statuses = {s.submission_id: s.status.value for s in store.list_submissions(client=client_id)}
+    assert statuses == {before.json()["submission_id"]: "omitted", after.json()["submission_id"]: "omitted"}
+    assert after.status_code == 202  # the client is not told: its data is just kept out of training
