@@ -12,6 +12,7 @@ from bastion.cli.assess import assess_command
 from bastion.cli.common import err_console, out_console
 from bastion.cli.extract import extract_command
 from bastion.cli.gate import gate_command, registry_app, retrain_command
+from bastion.cli.harden import harden_command
 from bastion.cli.poison import poison_command
 from bastion.cli.serve import keys_app, review_app, serve_command
 from bastion.cli.universal import patch_command, perturbation_command
@@ -34,6 +35,7 @@ app.command("perturbation")(perturbation_command)
 app.command("poison")(poison_command)
 app.command("serve")(serve_command)
 app.command("gate")(gate_command)
+app.command("harden")(harden_command)
 app.command("retrain")(retrain_command)
 app.add_typer(registry_app, name="registry")
 app.add_typer(keys_app, name="keys")
