@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bastion.attacks.universal import AdversarialPatch, UniversalPerturbation, apply_patch, fooling_rate
+from bastion.attacks.universal import (
+    AdversarialPatch,
+    UniversalPerturbation,
+    apply_patch,
+    fooling_rate,
+    pattern_success,
+)
 from bastion.data import load_demo
 from bastion.demo import demo_model
 from bastion.errors import ConfigError, DataError
@@ -48,6 +54,25 @@ def test_universal_perturbation_inside_the_ball_and_effective(mnist: TorchClassi
     baseline = fooling_rate(mnist, test.x[:300], test.y[:300], lambda x, _g: (x + random_sign).clamp(0, 1))
     # measured: 0.24 against 0.02 for random signs of the same size
     assert held_out >= 0.15 and held_out > baseline + 0.1, (held_out, baseline)
+
+
+def test_pattern_success_counts_fooled_and_targeted_inputs_among_the_clean_correct(mnist: TorchClassifier) -> None:
+    test = load_demo("mnist", "test")
+    x, y = test.x[:200], test.y[:200]
+    correct = mnist.logits(x).argmax(dim=1) == y
+    seven = x[correct & (y == 7)][:1]  # an image the model reads as 7: pasting it everywhere sends all to 7
+
+    def replace_all(xs: torch.Tensor, _g: torch.Generator) -> torch.Tensor:
+        return seven.expand_as(xs)
+
+    success = pattern_success(mnist, x, y, replace_all, target=7)
+    ok = y[correct]
+    assert success.correct == int(correct.sum())
+    assert success.fooling_rate == pytest.approx(float((ok != 7).float().mean()))
+    assert success.target_rate == 1.0
+    untargeted = pattern_success(mnist, x, y, lambda xs, _g: xs)
+    assert untargeted.fooling_rate == 0.0 and untargeted.target_rate is None
+    assert fooling_rate(mnist, x, y, replace_all) == success.fooling_rate
 
 
 def test_bad_input(mnist: TorchClassifier) -> None:

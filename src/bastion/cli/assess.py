@@ -14,6 +14,7 @@ from bastion.cli.remote import RemoteOptions, remote_classifier
 from bastion.errors import ConfigError, ThresholdError
 from bastion.evaluation.assess import assess
 from bastion.evaluation.plan import PRESETS
+from bastion.evaluation.universal import PatchOptions, PerturbationOptions
 from bastion.models.remote import RemoteClassifier
 
 __all__ = ["assess_command"]
@@ -106,6 +107,32 @@ def assess_command(
     request_mode: Annotated[
         str, typer.Option(help="json (the batch as a JSON array) or image (one PNG upload per input).")
     ] = "json",
+    patch: Annotated[
+        bool,
+        typer.Option(
+            help="Also learn a universal adversarial patch on half of the data and report its success on the "
+            "other half (white-box image models; adds about half a minute on a CPU at the defaults)."
+        ),
+    ] = False,
+    patch_size: Annotated[float, typer.Option(help="--patch: its side as a fraction of the image side.")] = 0.3,
+    patch_steps: Annotated[int, typer.Option(help="--patch: optimisation steps (batches of 128 images).")] = 300,
+    patch_target: Annotated[
+        Optional[int],  # noqa: UP045
+        typer.Option(help="--patch: class to send inputs to (default: untargeted)."),
+    ] = None,
+    perturbation: Annotated[
+        bool,
+        typer.Option(help="Also learn a universal perturbation on half of the data and report it on the other half."),
+    ] = False,
+    perturbation_eps: Annotated[
+        Optional[float],  # noqa: UP045
+        typer.Option(help="--perturbation: its radius in --norm (default: the largest epsilon)."),
+    ] = None,
+    perturbation_epochs: Annotated[int, typer.Option(help="--perturbation: passes over the training half.")] = 5,
+    perturbation_target: Annotated[
+        Optional[int],  # noqa: UP045
+        typer.Option(help="--perturbation: class to send inputs to (default: untargeted)."),
+    ] = None,
 ) -> None:
     """Attack a model with every technique that fits what the attacker can see, and report its robust accuracy."""
     from bastion.report.terminal import print_summary
@@ -149,6 +176,12 @@ def assess_command(
             trust_checks=trust_checks,
             knowledge=None if remote is not None else knowledge,
             progress=progress,
+            patch=PatchOptions(size=patch_size, steps=patch_steps, target=patch_target) if patch else None,
+            perturbation=(
+                PerturbationOptions(eps=perturbation_eps, epochs=perturbation_epochs, target=perturbation_target)
+                if perturbation
+                else None
+            ),
         )
     print_summary(report, out_console)
     out_console.print(f"Report: {out / 'report.html'} (also report.json, junit.xml)", soft_wrap=True)

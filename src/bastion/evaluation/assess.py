@@ -23,6 +23,7 @@ from bastion.evaluation.examples import pick_examples
 from bastion.evaluation.plan import Plan, make_plan
 from bastion.evaluation.runner import Progress, RunResults, run_plan
 from bastion.evaluation.thresholds import Requirement, check_epsilons, judge, parse_requirement
+from bastion.evaluation.universal import PatchOptions, PerturbationOptions, check_universal, universal_runs
 from bastion.models.interface import Classifier, Knowledge
 from bastion.models.open import load_model
 from bastion.models.restricted import restrict
@@ -64,6 +65,8 @@ def assess(
     trust_checks: bool = True,
     knowledge: str | Knowledge | None = None,
     progress: Progress | None = None,
+    patch: PatchOptions | None = None,
+    perturbation: PerturbationOptions | None = None,
 ) -> Assessment:
     """Assess ``model`` on ``data`` (the bundled MNIST demo when both are None) and return the report.
 
@@ -73,7 +76,9 @@ def assess(
     torch.export (.pt2) file, whose loading can run code it carries: only for files you trust.
     ``trust_pickle`` allows a pickle or joblib file (a scikit-learn model), loaded only when an
     allowlist scan of its imports passes. ``knowledge`` (``scores`` or ``labels``) assesses the
-    model as a black-box attacker sees it; the preset then picks the attacks that fit.
+    model as a black-box attacker sees it; the preset then picks the attacks that fit. ``patch`` and
+    ``perturbation`` add a universal adversarial patch and a universal perturbation, each learned on a
+    share of ``data`` and measured on the held-out rest (white-box models only; off by default).
 
     Example::
 
@@ -85,6 +90,7 @@ def assess(
     dataset, classifier = resolve_model_and_data(model, data, factory, torch_device, trust_model_file, trust_pickle)
     if knowledge is not None:
         classifier = restrict(classifier, _knowledge_level(knowledge))
+    check_universal(classifier, dataset, patch, perturbation)
     requirements = [r if isinstance(r, Requirement) else parse_requirement(r) for r in fail_under]
     plan = make_plan(
         preset=preset,
@@ -104,10 +110,14 @@ def assess(
     subset = dataset if wanted >= len(dataset) else dataset.take(wanted, seed=seed)
     results = run_plan(classifier, subset, plan, engine=get_engine(engine), progress=progress)
     assessment = _build(classifier, dataset, plan, results, requirements, engine, torch_device)
-    assessment = replace(assessment, elapsed=time.perf_counter() - started)
+    universal = universal_runs(
+        classifier, dataset, patch=patch, perturbation=perturbation, norm=plan.norm, epsilons=plan.epsilons, seed=seed
+    )
+    assessment = replace(assessment, universal=universal, elapsed=time.perf_counter() - started)
     if out_dir is not None:
-        from bastion.report import write_report
+        from bastion.report.writers import with_pattern_files, write_report
 
+        assessment = with_pattern_files(assessment)  # the PNG file names the report records
         write_report(assessment, Path(out_dir))
     return assessment
 
@@ -271,5 +281,5 @@ def _environment() -> Environment:
         torch=torch.__version__,
         python=platform.python_version(),
         platform=platform.platform(),
-        created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     )

@@ -15,6 +15,7 @@ from bastion.report.model import (
     ModelInfo,
     Settings,
     Threshold,
+    UniversalRun,
     WorstCase,
 )
 from bastion.report.terminal import print_summary
@@ -33,6 +34,7 @@ __all__ = [
     "ModelInfo",
     "Settings",
     "Threshold",
+    "UniversalRun",
     "WorstCase",
     "from_dict",
     "print_summary",

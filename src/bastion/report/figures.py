@@ -1,4 +1,4 @@
-"""The HTML report's pictures as PNG bytes: the robustness curve and the example thumbnails.
+"""The HTML report's pictures as PNG bytes: the robustness curve, the example thumbnails and universal patterns.
 
 Matplotlib is imported inside :func:`robustness_plot` and drives a figure through its Agg
 canvas directly, so importing the report package stays cheap and no global pyplot state or
@@ -17,12 +17,14 @@ from numpy.typing import NDArray
 from PIL import Image
 
 from bastion.errors import DataError
-from bastion.report.model import Assessment, ExampleImage
+from bastion.report.model import Assessment, ExampleImage, UniversalRun
 
-__all__ = ["ExampleThumbnails", "data_uri", "example_thumbnails", "robustness_plot"]
+__all__ = ["ExampleThumbnails", "data_uri", "example_thumbnails", "is_image_shape", "pattern_png", "robustness_plot"]
 
 # Thumbnails are enlarged by a whole factor (nearest neighbour, so pixels stay crisp) to about this size.
 THUMBNAIL_PIXELS = 96
+# A universal pattern, shown in the report and saved beside it, is enlarged the same way to about this size.
+PATTERN_PIXELS = 256
 
 
 @dataclass(frozen=True)
@@ -95,6 +97,11 @@ def example_thumbnails(example: ExampleImage) -> ExampleThumbnails:
     return ExampleThumbnails(_png(clean), _png(adversarial), _png(magnified), peak)
 
 
+def pattern_png(run: UniversalRun) -> bytes:
+    """The universal pattern of ``run`` as an enlarged PNG (a patch as it is printed, a perturbation grey at 0)."""
+    return _png(_pixels(run.pixels, run.shape, f"{run.attack} pattern"), PATTERN_PIXELS)
+
+
 def _pixels(values: tuple[int, ...], shape: tuple[int, ...], what: str) -> NDArray[np.uint8]:
     """Pixels as an HxW or HxWx3 array of bytes."""
     if not is_image_shape(shape):
@@ -109,9 +116,9 @@ def _pixels(values: tuple[int, ...], shape: tuple[int, ...], what: str) -> NDArr
     return array.astype(np.uint8)
 
 
-def _png(pixels: NDArray[np.uint8]) -> bytes:
+def _png(pixels: NDArray[np.uint8], size: int = THUMBNAIL_PIXELS) -> bytes:
     height, width = pixels.shape[:2]
-    scale = max(1, THUMBNAIL_PIXELS // max(height, width, 1))
+    scale = max(1, size // max(height, width, 1))
     image = Image.fromarray(pixels).resize((width * scale, height * scale), Image.Resampling.NEAREST)
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")

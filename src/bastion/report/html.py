@@ -14,8 +14,8 @@ from typing import Any
 
 import jinja2
 
-from bastion.report.figures import data_uri, example_thumbnails, is_image_shape, robustness_plot
-from bastion.report.model import Assessment, ExampleImage
+from bastion.report.figures import data_uri, example_thumbnails, is_image_shape, pattern_png, robustness_plot
+from bastion.report.model import Assessment, ExampleImage, UniversalRun
 from bastion.report.views import (
     accuracy_table,
     class_columns,
@@ -42,6 +42,20 @@ class ExampleView:
     adversarial_uri: str | None
     perturbation_uri: str | None
     note: str  # what the perturbation thumbnail shows, or why there are no thumbnails
+
+
+@dataclass(frozen=True)
+class UniversalView:
+    """One universal pattern with its figures, ready for the template."""
+
+    run: UniversalRun
+    title: str
+    image_uri: str | None  # None when the pattern is not an image
+    note: str  # what the picture shows
+
+
+# Attack name -> section title of a universal pattern.
+UNIVERSAL_TITLES = {"patch": "Adversarial patch", "universal-perturbation": "Universal perturbation"}
 
 
 def render_html(assessment: Assessment) -> str:
@@ -81,6 +95,7 @@ def _context(assessment: Assessment) -> dict[str, Any]:
         "examples": [_example_view(assessment, example) for example in assessment.examples],
         "findings": sorted_findings(assessment),
         "thresholds": [(threshold, describe_threshold(threshold)) for threshold in assessment.thresholds],
+        "universal": [_universal_view(run) for run in assessment.universal],
     }
 
 
@@ -115,6 +130,17 @@ def _example_view(assessment: Assessment, example: ExampleImage) -> ExampleView:
         perturbation_uri=data_uri(thumbs.perturbation),
         note=f"|adv − clean| magnified ×{255 / thumbs.max_change:.3g}" if thumbs.max_change else "no change",
     )
+
+
+def _universal_view(run: UniversalRun) -> UniversalView:
+    title = UNIVERSAL_TITLES.get(run.attack, run.attack)
+    if not is_image_shape(run.shape):
+        return UniversalView(run, title, None, f"a pattern of shape {run.shape} is not an image")
+    low, high = run.pixel_range
+    note = f"black = {low:.3g}, white = {high:.3g}"
+    if run.attack == "universal-perturbation":
+        note += "; mid-grey = no change"
+    return UniversalView(run, title, data_uri(pattern_png(run)), note)
 
 
 def _class_name(assessment: Assessment, label: int) -> str:

@@ -8,7 +8,9 @@ One ``<testsuite name="bastion.assess">`` inside ``<testsuites>`` holds:
   ``<failure>``; ``warning`` is ``<skipped>`` with the message, so it stands out in every CI
   summary without failing the build; ``info`` passes, its message in ``<system-out>``;
 * a test per attack run (``bastion.assess.attacks``), always passing, its figures as
-  ``<properties>`` and its wall time as the test's time.
+  ``<properties>`` and its wall time as the test's time;
+* a test per universal pattern (``bastion.assess.universal``), the same way: its held-out
+  success, baseline and training settings as ``<properties>``.
 
 The tree is built with :mod:`xml.etree.ElementTree`, which escapes every value.
 """
@@ -21,7 +23,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Mapping
 from pathlib import Path
 
-from bastion.report.model import Assessment, AttackRun, Finding, Threshold
+from bastion.report.model import Assessment, AttackRun, Finding, Threshold, UniversalRun
 from bastion.report.views import describe_threshold
 
 __all__ = ["SUITE_NAME", "render_junit", "write_junit"]
@@ -41,6 +43,8 @@ def render_junit(assessment: Assessment) -> str:
         suite.append(_finding_case(finding))
     for run in assessment.runs:
         suite.append(_run_case(run))
+    for pattern in assessment.universal:
+        suite.append(_universal_case(pattern))
     _count(suite)
     root = ET.Element("testsuites", {key: suite.attrib[key] for key in ("tests", "failures", "skipped")})
     root.append(suite)
@@ -120,6 +124,23 @@ def _run_case(run: AttackRun) -> ET.Element:
         "gradients_total": run.gradients_total,
         "elapsed": run.elapsed,
         "n_examples": run.n_examples,
+    }
+    _properties(case, figures | {f"config.{key}": value for key, value in run.config.items()})
+    return case
+
+
+def _universal_case(run: UniversalRun) -> ET.Element:
+    case = _case("universal", run.attack, run.elapsed)
+    figures: dict[str, object] = {
+        "holdout_success": run.holdout_success,
+        "holdout_target_success": run.holdout_target_success,
+        "baseline_success": run.baseline_success,
+        "train_success": run.train_success,
+        "n_train": run.n_train,
+        "n_holdout": run.n_holdout,
+        "queries": run.queries,
+        "gradients": run.gradients,
+        "png": run.png,
     }
     _properties(case, figures | {f"config.{key}": value for key, value in run.config.items()})
     return case

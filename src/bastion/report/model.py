@@ -20,10 +20,12 @@ __all__ = [
     "ModelInfo",
     "Settings",
     "Threshold",
+    "UniversalRun",
     "WorstCase",
 ]
 
-SCHEMA_VERSION = "1.0"
+# 1.1 added ``universal`` (a universal patch or perturbation trained on part of the data).
+SCHEMA_VERSION = "1.1"
 
 Severity = Literal["info", "warning", "error"]
 
@@ -144,6 +146,27 @@ class Threshold:
 
 
 @dataclass(frozen=True)
+class UniversalRun:
+    """A universal pattern (patch or perturbation) learned on part of the data and measured on the held-out rest."""
+
+    attack: str  # "patch" or "universal-perturbation"
+    config: dict[str, Any]  # the training settings, JSON values
+    n_train: int  # inputs it was trained on
+    n_holdout: int  # inputs it was measured on, none of them among the training ones
+    train_success: float  # share of the clean-correct training inputs it fools
+    holdout_success: float  # fooling rate: share of the clean-correct held-out inputs it makes misclassified
+    holdout_target_success: float | None  # targeted: share of those of another class that it sends to the target
+    baseline_success: float  # the held-out fooling rate of a random pattern of the same size
+    queries: int  # forward rows spent learning it
+    gradients: int  # backward rows spent learning it
+    elapsed: float  # seconds, learning and measuring
+    shape: tuple[int, ...]  # (C, s, s) for a patch, the input shape for a perturbation
+    pixels: tuple[int, ...]  # the pattern row-major, as integers 0..255 over pixel_range
+    pixel_range: tuple[float, float]  # the values that pixel 0 and pixel 255 stand for
+    png: str | None = None  # the PNG written beside report.json (a file name in its folder), if any
+
+
+@dataclass(frozen=True)
 class Assessment:
     schema_version: str
     environment: Environment
@@ -158,6 +181,7 @@ class Assessment:
     examples: tuple[ExampleImage, ...]
     thresholds: tuple[Threshold, ...]
     elapsed: float
+    universal: tuple[UniversalRun, ...] = ()  # patch and perturbation, when asked for (schema 1.1)
 
     @property
     def passed(self) -> bool:

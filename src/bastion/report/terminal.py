@@ -35,6 +35,7 @@ def print_summary(assessment: Assessment, console: Console) -> None:
     else:
         console.print("Robust accuracy: none (no attack was run)")
     _print_incomplete(assessment, console)
+    _print_universal(assessment, console)
     _print_findings(assessment, console)
     _print_thresholds(assessment, console)
 
@@ -68,6 +69,16 @@ def _print_incomplete(assessment: Assessment, console: Console) -> None:
         reasons = "; ".join(f"{reason}: {count}" for reason, count in run.incomplete_reasons.items())
         where = escape(run.attack) + ("" if math.isnan(run.eps) else f" eps={number(run.eps)}")
         console.print(f"  {where}: {run.incomplete} of {run.n_examples} examples incomplete ({escape(reasons)})")
+
+
+def _print_universal(assessment: Assessment, console: Console) -> None:
+    """Each universal pattern's success on the held-out inputs, against a random pattern's."""
+    for run in assessment.universal:
+        targeted = "" if run.holdout_target_success is None else f", target hit {percent(run.holdout_target_success)}"
+        console.print(
+            f"{escape(run.attack)}: fools {percent(run.holdout_success)} of {run.n_holdout} held-out inputs"
+            f"{targeted} (random pattern {percent(run.baseline_success)}; trained on {run.n_train})"
+        )
 
 
 def _print_findings(assessment: Assessment, console: Console) -> None:

@@ -68,10 +68,13 @@ STATS_WINDOW = 10
 
 @dataclass
 class _Walk:
-    """The state of the examples still walking: ids, points, step sizes and success counts since the last decision."""
+    """The state of the examples still walking: ids, originals, points and their distances, step sizes and
+    success counts since the last decision."""
 
     ids: Tensor
+    x: Tensor  # the originals of the walking examples, gathered once rather than every step
     points: Tensor
+    distance: Tensor  # ||points - x||, kept up to date rather than recomputed every step
     spherical: Tensor
     source: Tensor
     orthogonal_asked: Tensor
@@ -120,7 +123,7 @@ class BoundaryAttack(Attack):
         ids = (found & (norm.distance(start, x) > 0)).nonzero().squeeze(1)
         out = start.clone()
         out[ids] = boundary_search(oracle, x[ids], start[ids], ids, norm, START_TOLERANCE)
-        walk = self._begin(ids, out[ids])
+        walk = self._begin(ids, x[ids], out[ids])
         for step in range(1, self.steps + 1):
             walking = (oracle.left(walk.ids) >= 1) & (walk.source >= self.convergence)
             if not bool(walking.all()):
@@ -129,7 +132,7 @@ class BoundaryAttack(Attack):
             if walk.ids.numel() == 0:
                 break
             check = step % self.update_every == 0
-            self._step(oracle, x, walk, check, generator)
+            self._step(oracle, walk, check, generator)
             if check:  # the success counts change only on check steps
                 self._adapt(walk)
         out[walk.ids] = walk.points
@@ -145,12 +148,14 @@ class BoundaryAttack(Attack):
         require_at_least("convergence", self.convergence, 0.0)
         require_at_least("init_tries", self.init_tries, 0)
 
-    def _begin(self, ids: Tensor, points: Tensor) -> _Walk:
+    def _begin(self, ids: Tensor, x: Tensor, points: Tensor) -> _Walk:
         m, device = ids.numel(), points.device
         zeros = torch.zeros(m, dtype=torch.int64, device=device)
         return _Walk(
             ids=ids,
+            x=x,
             points=points,
+            distance=_l2(points - x),
             spherical=torch.full((m,), self.spherical_step, device=device),
             source=torch.full((m,), self.source_step, device=device),
             orthogonal_asked=zeros,
@@ -159,25 +164,27 @@ class BoundaryAttack(Attack):
             full_hits=zeros.clone(),
         )
 
-    def _step(self, oracle: Oracle, x: Tensor, walk: _Walk, check: bool, generator: torch.Generator) -> None:
+    def _step(self, oracle: Oracle, walk: _Walk, check: bool, generator: torch.Generator) -> None:
         """Propose one candidate per example; on a check step ask the orthogonal point first."""
-        xs = x[walk.ids]
-        orthogonal, candidate = proposals(xs, walk.points, walk.spherical, walk.source, generator, oracle.model.bounds)
-        ask = torch.ones(walk.ids.numel(), dtype=torch.bool, device=x.device)
+        orthogonal, candidate = proposals(
+            walk.x, walk.points, walk.spherical, walk.source, generator, oracle.model.bounds
+        )
         if check:
             on_side = oracle.ask(orthogonal, walk.ids)
             walk.orthogonal_asked += 1
             walk.orthogonal_hits += on_side
             ask = on_side & (oracle.left(walk.ids) >= 1)
-        rows = ask.nonzero().squeeze(1)
-        hit = torch.zeros_like(ask)
-        hit[rows] = oracle.ask(candidate[rows], walk.ids[rows])
-        if check:
+            rows = ask.nonzero().squeeze(1)
+            hit = torch.zeros_like(ask)
+            hit[rows] = oracle.ask(candidate[rows], walk.ids[rows])
             walk.full_asked += ask
             walk.full_hits += hit
-        closer = _l2(candidate - xs) < _l2(walk.points - xs)
-        accept = (hit & closer).reshape((-1,) + (1,) * (x.dim() - 1))
-        walk.points = torch.where(accept, candidate, walk.points)
+        else:
+            hit = oracle.ask(candidate, walk.ids)
+        distance = _l2(candidate - walk.x)
+        accept = hit & (distance < walk.distance)  # clipping to the bounds may cost distance
+        walk.points = torch.where(accept.reshape((-1,) + (1,) * (candidate.dim() - 1)), candidate, walk.points)
+        walk.distance = torch.where(accept, distance, walk.distance)
 
     def _adapt(self, walk: _Walk) -> None:
         """Grow or shrink each step size from its success rate over the last window (Sec. 3.4)."""
@@ -229,5 +236,5 @@ def proposals(
 
 
 def _l2(t: Tensor) -> Tensor:
-    out: Tensor = t.flatten(1).norm(dim=1)
+    out: Tensor = torch.linalg.vector_norm(t.flatten(1), dim=1)
     return out

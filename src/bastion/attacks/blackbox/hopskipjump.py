@@ -179,7 +179,8 @@ def estimate_direction(
 ) -> Tensor:
     """The unit gradient direction of phi at each boundary point, by Monte-Carlo (Sec. 3.2, Eq. 9-16).
 
-    ``evals`` samples per example, in groups of examples that keep each model call under MAX_ROWS.
+    ``evals`` samples per example, in groups of examples of at most MAX_ROWS probes, which the oracle sends
+    through the model in chunks sized for its device.
     """
     group = max(1, MAX_ROWS // evals)
     parts = [

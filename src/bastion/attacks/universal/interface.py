@@ -11,7 +11,7 @@ from torch import Tensor
 
 from bastion.models.interface import Classifier, predict
 
-__all__ = ["UniversalResult", "fooling_rate"]
+__all__ = ["PatternSuccess", "UniversalResult", "fooling_rate", "pattern_success"]
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,44 @@ class UniversalResult:
         return cls(attack, pattern, train_success, fwd - before[0], bwd - before[1], time.perf_counter() - started)
 
 
+@dataclass(frozen=True)
+class PatternSuccess:
+    """How a universal pattern fares on a set of inputs (measured on the clean-correct ones)."""
+
+    fooling_rate: float  # share of the clean-correct inputs it makes the model misclassify
+    target_rate: float | None  # targeted: share of the clean-correct inputs of another class sent to the target
+    correct: int  # clean-correct inputs, the denominator of fooling_rate
+
+
+def pattern_success(
+    model: Classifier,
+    x: Tensor,
+    y: Tensor,
+    apply: Callable[[Tensor, torch.Generator], Tensor],
+    *,
+    target: int | None = None,
+    seed: int = 0,
+    batch_size: int = 500,
+) -> PatternSuccess:
+    """Fooling rate of ``apply`` on the inputs the model gets right, and with ``target`` how often it hits it."""
+    gen = torch.Generator(device=model.device).manual_seed(seed)
+    fooled = correct = hit = eligible = 0
+    with model.inference():
+        for start in range(0, x.shape[0], batch_size):
+            xb = x[start : start + batch_size].to(model.device)
+            yb = y[start : start + batch_size].to(model.device)
+            ok = predict(model, xb) == yb
+            adv = predict(model, apply(xb[ok], gen)) if bool(ok.any()) else yb[ok]
+            fooled += int((adv != yb[ok]).sum())
+            correct += int(ok.sum())
+            if target is not None:
+                other = yb[ok] != target
+                hit += int((adv[other] == target).sum())
+                eligible += int(other.sum())
+    target_rate = None if target is None else (hit / eligible if eligible else 0.0)
+    return PatternSuccess(fooled / correct if correct else 0.0, target_rate, correct)
+
+
 def fooling_rate(
     model: Classifier,
     x: Tensor,
@@ -50,14 +88,4 @@ def fooling_rate(
     batch_size: int = 500,
 ) -> float:
     """Share of the inputs the model classifies correctly that ``apply`` makes it misclassify."""
-    gen = torch.Generator(device=model.device).manual_seed(seed)
-    fooled = correct = 0
-    with model.inference():
-        for start in range(0, x.shape[0], batch_size):
-            xb = x[start : start + batch_size].to(model.device)
-            yb = y[start : start + batch_size].to(model.device)
-            ok = predict(model, xb) == yb
-            adv = predict(model, apply(xb[ok], gen)) if bool(ok.any()) else yb[ok]
-            fooled += int((adv != yb[ok]).sum())
-            correct += int(ok.sum())
-    return fooled / correct if correct else 0.0
+    return pattern_success(model, x, y, apply, seed=seed, batch_size=batch_size).fooling_rate
