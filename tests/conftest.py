@@ -1,4 +1,4 @@
-"""Shared fixtures: a per-session model cache, the demo digits CNN and data, and a linear-model factory."""
+"""Shared fixtures: a per-session model cache, the demo digits CNN and data splits, and a linear-model factory."""
 
 from __future__ import annotations
 
@@ -40,6 +40,18 @@ def digits_data() -> Dataset:
     """The first 64 test images of the 8x8 digits."""
     test = load_demo("digits", "test")
     return replace(test, x=test.x[:64], y=test.y[:64], name="digits-test-64")
+
+
+@pytest.fixture(scope="session")
+def digits_train() -> Dataset:
+    """The whole training split of the 8x8 digits."""
+    return load_demo("digits", "train")
+
+
+@pytest.fixture(scope="session")
+def digits_test() -> Dataset:
+    """The whole test split of the 8x8 digits."""
+    return load_demo("digits", "test")
 
 
 @pytest.fixture

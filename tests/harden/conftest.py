@@ -1,4 +1,4 @@
-"""Hardening fixtures: the digits data and short, real adversarial-training runs shared by several tests."""
+"""Hardening fixtures: short, real adversarial-training runs shared by several tests."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from bastion.data import Dataset, load_demo
+from bastion.data import Dataset
 from bastion.harden import HardenResult, harden
 from bastion.models import TorchClassifier
 
@@ -18,16 +18,6 @@ FAST: dict[str, Any] = {"eps": 0.2, "epochs": 3, "steps": 5, "batch_size": 32, "
 def fast() -> dict[str, Any]:
     """Settings of a short real run: eps 0.2, 3 epochs, 5 PGD steps, batches of 32."""
     return dict(FAST)
-
-
-@pytest.fixture(scope="session")
-def digits_train() -> Dataset:
-    return load_demo("digits", "train")
-
-
-@pytest.fixture(scope="session")
-def digits_test() -> Dataset:
-    return load_demo("digits", "test")
 
 
 @pytest.fixture(scope="session")

@@ -1,25 +1,15 @@
-"""Poisoning fixtures: the digits training and test splits, a short demo recipe, and a clean reference model."""
+"""Poisoning fixtures: a short demo recipe and a clean reference model (the digits splits are in tests/conftest.py)."""
 
 from __future__ import annotations
 
 import pytest
 
-from bastion.data import Dataset, load_demo
+from bastion.data import Dataset
 from bastion.models import TorchClassifier
 from bastion.training import TorchRecipe, demo_recipe
 
 # Epochs per retraining: ~97% clean test accuracy on the digits, and a second or two per fit on one core.
 EPOCHS = 8
-
-
-@pytest.fixture(scope="session")
-def digits_train() -> Dataset:
-    return load_demo("digits", "train")
-
-
-@pytest.fixture(scope="session")
-def digits_test() -> Dataset:
-    return load_demo("digits", "test")
 
 
 @pytest.fixture(scope="session")

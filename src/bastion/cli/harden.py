@@ -8,11 +8,10 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from bastion.cli.common import err_console, out_console, to_floats
-from bastion.cli.progress import RichProgress
+from bastion.cli.progress import RichProgress, progress_bar
 from bastion.data.dataset import Dataset
 from bastion.errors import ConfigError, ThresholdError
 from bastion.evaluation.plan import PRESETS, make_plan
@@ -187,15 +186,7 @@ class EpochProgress:
     def __init__(self, console: Console, epochs: int, *, method: str, eps: float, enabled: bool = True) -> None:
         self._console = console
         self._eps = eps
-        self._bar = Progress(
-            TextColumn("{task.description:<24}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=console,
-            disable=not enabled,
-            transient=False,
-        )
+        self._bar = progress_bar(console, enabled=enabled)
         self._task = self._bar.add_task(f"harden ({method})", total=max(epochs, 1))
 
     def __enter__(self) -> EpochProgress:

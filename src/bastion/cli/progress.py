@@ -7,22 +7,27 @@ from types import TracebackType
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
-__all__ = ["RichProgress"]
+__all__ = ["RichProgress", "progress_bar"]
+
+
+def progress_bar(console: Console, *, enabled: bool = True) -> Progress:
+    """The bar every command shows: label, bar, done of total, elapsed time; left on screen when done."""
+    return Progress(
+        TextColumn("{task.description:<24}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        disable=not enabled,
+        transient=False,
+    )
 
 
 class RichProgress:
     """One bar per (attack, epsilon) run; use as a context manager."""
 
     def __init__(self, console: Console, *, enabled: bool = True) -> None:
-        self._bar = Progress(
-            TextColumn("{task.description:<24}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=console,
-            disable=not enabled,
-            transient=False,
-        )
+        self._bar = progress_bar(console, enabled=enabled)
         self._task: TaskID | None = None
 
     def __enter__(self) -> RichProgress:

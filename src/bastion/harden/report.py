@@ -316,7 +316,7 @@ def write_harden_report(report: HardenReport, out_dir: str | Path) -> dict[str, 
 @functools.cache
 def _environment() -> jinja2.Environment:
     environment = jinja2.Environment(
-        loader=jinja2.PackageLoader("bastion.harden", "templates"),
+        loader=jinja2.PackageLoader("bastion.report", "templates"),  # harden.html lives with the other pages
         autoescape=True,  # every value is text; the template never marks one safe
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,

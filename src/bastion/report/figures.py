@@ -11,6 +11,7 @@ import base64
 import io
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from numpy.typing import NDArray
@@ -19,7 +20,20 @@ from PIL import Image
 from bastion.errors import DataError
 from bastion.report.model import Assessment, ExampleImage, UniversalRun
 
-__all__ = ["ExampleThumbnails", "data_uri", "example_thumbnails", "is_image_shape", "pattern_png", "robustness_plot"]
+if TYPE_CHECKING:  # matplotlib is imported only when a plot is drawn
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+__all__ = [
+    "ExampleThumbnails",
+    "data_uri",
+    "example_thumbnails",
+    "figure_png",
+    "finish_axes",
+    "is_image_shape",
+    "pattern_png",
+    "robustness_plot",
+]
 
 # Thumbnails are enlarged by a whole factor (nearest neighbour, so pixels stay crisp) to about this size.
 THUMBNAIL_PIXELS = 96
@@ -66,8 +80,18 @@ def robustness_plot(assessment: Assessment) -> bytes:
     axes.axhline(assessment.clean_accuracy, color="grey", linestyle=":", linewidth=1, label="clean accuracy")
     axes.set(xlabel=f"epsilon ({assessment.settings.norm})", ylabel="robust accuracy", ylim=(-0.02, 1.02))
     axes.yaxis.set_major_formatter(PercentFormatter(xmax=1.0))
+    finish_axes(axes)
+    return figure_png(figure)
+
+
+def finish_axes(axes: Axes) -> None:
+    """The light grid and small legend every report plot has."""
     axes.grid(True, alpha=0.3)
     axes.legend(loc="best", fontsize="small")
+
+
+def figure_png(figure: Figure) -> bytes:
+    """``figure`` laid out tightly and saved as PNG bytes."""
     figure.tight_layout()
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png")

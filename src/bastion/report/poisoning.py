@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +18,7 @@ from typing import Any
 import jinja2
 
 from bastion.errors import DataError, NotFoundError
-from bastion.report.figures import data_uri
+from bastion.report.figures import data_uri, figure_png, finish_axes
 from bastion.report.views import number, percent
 
 __all__ = [
@@ -188,12 +187,8 @@ def poisoning_plot(report: PoisoningReport) -> bytes:
     for axes in panels:
         axes.yaxis.set_major_formatter(PercentFormatter(xmax=1.0))
         axes.xaxis.set_major_formatter(PercentFormatter(xmax=1.0))
-        axes.grid(True, alpha=0.3)
-        axes.legend(loc="best", fontsize="small")
-    figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
-    return buffer.getvalue()
+        finish_axes(axes)
+    return figure_png(figure)
 
 
 def render_poisoning_html(report: PoisoningReport) -> str:
