@@ -61,5 +61,10 @@ bench-blackbox: $(VENV)/.bench-installed
 bench-gateway: $(VENV)/.bench-installed
 	$(PY) bench/bench_gateway.py --profile
 
+# Issue 6: adversarial training (PGD-AT, TRADES) against ART's trainers, same start and budget (docs/BENCHMARKS.md).
+.PHONY: bench-harden
+bench-harden: $(VENV)/.bench-installed
+	$(PY) bench/bench_harden.py
+
 clean:
 	rm -rf $(VENV) reports .pytest_cache .mypy_cache .ruff_cache

@@ -11,7 +11,7 @@
     │   └── RemoteModelError          exit 3   HTTP 502   a remote endpoint that kept failing or is unreachable
     ├── NotFoundError                 exit 2   HTTP 404   a file or folder that does not exist
     ├── BudgetExhaustedError          exit 5   HTTP 429   a query budget ran out
-    ├── RequestRejected               exit 2   HTTP 4xx   the gateway refused a request (its own status and code)
+    ├── RequestRejected               exit 2   HTTP 400   the gateway refused a request (with its own 4xx and code)
     └── ThresholdError                exit 10  HTTP 200   an assessment ran but missed a --fail-under
 
 The CLI prints ``str(error)`` and exits with ``error.exit_code``; it never shows a traceback for
