@@ -11,7 +11,7 @@
     │   └── RemoteModelError          exit 3   HTTP 502   a remote endpoint that kept failing or is unreachable
     ├── NotFoundError                 exit 2   HTTP 404   a file or folder that does not exist
     ├── BudgetExhaustedError          exit 5   HTTP 429   a query budget ran out
-    ├── RequestRejected               exit 2   HTTP 400   the gateway refused a request (with its own 4xx and code)
+    ├── RequestRejectedError               exit 2   HTTP 400   the gateway refused a request (with its own 4xx and code)
     └── ThresholdError                exit 10  HTTP 200   an assessment ran but missed a --fail-under
 
 The CLI prints ``str(error)`` and exits with ``error.exit_code``; it never shows a traceback for
@@ -31,7 +31,7 @@ __all__ = [
     "ModelError",
     "NotFoundError",
     "RemoteModelError",
-    "RequestRejected",
+    "RequestRejectedError",
     "ThresholdError",
     "UnsafeModelError",
 ]
@@ -106,12 +106,12 @@ class BudgetExhaustedError(BastionError):
     code = "budget_exhausted"
 
 
-class RequestRejected(BastionError):
+class RequestRejectedError(BastionError):
     """The gateway refused a request; ``code`` is stable and machine-readable, ``status`` a 4xx.
 
     Example::
 
-        raise RequestRejected("too_many_pixels", "image is 20000x20000 pixels; the limit is 4000000", status=413)
+        raise RequestRejectedError("too_many_pixels", "image is 20000x20000 pixels; the limit is 4000000", status=413)
     """
 
     exit_code = 2

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from PIL import Image, ImageFile
 from sklearn.datasets import load_digits
 
-from bastion.errors import BastionError, ConfigError, RequestRejected
+from bastion.errors import BastionError, ConfigError, RequestRejectedError
 from bastion.gateway.decode import (
     InputSpec,
     declared_image_format,
@@ -50,9 +50,9 @@ CODES = {
 }
 
 
-def rejection(code: str, call: Callable[[], object], match: str | None = None) -> RequestRejected:
+def rejection(code: str, call: Callable[[], object], match: str | None = None) -> RequestRejectedError:
     """The rejection ``call`` raises, checked to carry ``code``, its status and a detail matching ``match``."""
-    with pytest.raises(RequestRejected, match=match) as info:
+    with pytest.raises(RequestRejectedError, match=match) as info:
         call()
     assert (info.value.code, info.value.status) == (code, CODES[code])
     return info.value
@@ -532,7 +532,7 @@ def assert_valid(result: np.ndarray, spec: InputSpec) -> None:
     assert result.min() >= spec.bounds[0] and result.max() <= spec.bounds[1]
 
 
-def assert_rejection(error: RequestRejected) -> None:
+def assert_rejection(error: RequestRejectedError) -> None:
     assert CODES[error.code] == error.status
     assert error.detail
 
@@ -542,7 +542,7 @@ def assert_rejection(error: RequestRejected) -> None:
 def test_any_json_value_decodes_to_a_valid_batch_or_is_rejected(payload: object) -> None:
     try:
         result = decode_json_inputs(payload, SMALL)
-    except RequestRejected as error:
+    except RequestRejectedError as error:
         assert_rejection(error)
     else:
         assert_valid(result, SMALL)
@@ -553,7 +553,7 @@ def test_any_json_value_decodes_to_a_valid_batch_or_is_rejected(payload: object)
 def test_any_body_parses_to_an_object_or_is_rejected(body: bytes) -> None:
     try:
         result = parse_json_body(body, max_depth=4)
-    except RequestRejected as error:
+    except RequestRejectedError as error:
         assert_rejection(error)
     else:
         assert isinstance(result, dict)
@@ -579,7 +579,7 @@ def seeds() -> list[bytes]:
 def test_any_bytes_decode_to_a_valid_image_or_are_rejected(data: bytes) -> None:
     try:
         result = decode_image(data, IMAGE)
-    except RequestRejected as error:
+    except RequestRejectedError as error:
         assert_rejection(error)
     else:
         assert_valid(result, IMAGE)
@@ -601,7 +601,7 @@ def test_mutated_images_decode_to_a_valid_image_or_are_rejected(
         data = data[: cut % (len(data) + 1)]
     try:
         result = decode_image(bytes(data), IMAGE)
-    except RequestRejected as error:
+    except RequestRejectedError as error:
         assert_rejection(error)
     else:
         assert_valid(result, IMAGE)

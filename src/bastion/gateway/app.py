@@ -24,7 +24,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
 import bastion
-from bastion.errors import RequestRejected
+from bastion.errors import RequestRejectedError
 from bastion.gateway import openapi
 from bastion.gateway.call import Call, Handler, compose
 from bastion.gateway.endpoints import handlers
@@ -78,7 +78,7 @@ def _staff_only(endpoint: str, handler: Handler) -> Handler:
 
     async def checked(call: Call) -> Response:
         if call.principal is None or call.principal.role not in allowed:
-            raise RequestRejected("forbidden", f"{endpoint} needs a reviewer's or an admin's key", status=403)
+            raise RequestRejectedError("forbidden", f"{endpoint} needs a reviewer's or an admin's key", status=403)
         return await handler(call)
 
     return checked

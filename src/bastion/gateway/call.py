@@ -1,7 +1,7 @@
 """One request on its way through the guards: the :class:`Call` they share, and the :class:`Guard` protocol.
 
 A guard is an object with ``async __call__(call, call_next) -> Response``: it may refuse the call
-(raise :class:`~bastion.errors.RequestRejected`), add to it (the authenticated key, the decoded
+(raise :class:`~bastion.errors.RequestRejectedError`), add to it (the authenticated key, the decoded
 inputs, the model's scores) and pass it on, and look at or change the response on the way back.
 The stack is read outside-in, like Starlette's middleware list: the first guard sees the request
 first and the response last.
@@ -19,7 +19,7 @@ import numpy as np
 from starlette.requests import Request
 from starlette.responses import Response
 
-from bastion.errors import RequestRejected
+from bastion.errors import RequestRejectedError
 from bastion.gateway.keys import ApiKey
 
 __all__ = ["Call", "Guard", "Handler", "compose"]
@@ -67,7 +67,9 @@ class Call:
             async for chunk in self.request.stream():
                 size += len(chunk)
                 if size > self.max_body:
-                    raise RequestRejected("body_too_large", f"request body exceeds {self.max_body} bytes", status=413)
+                    raise RequestRejectedError(
+                        "body_too_large", f"request body exceeds {self.max_body} bytes", status=413
+                    )
                 chunks.append(chunk)
             self._body = b"".join(chunks)
         return self._body

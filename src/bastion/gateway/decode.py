@@ -1,7 +1,7 @@
 """Safe decoding of what a gateway request carries: a JSON body, nested-list inputs and uploaded images.
 
 Every function here either returns a value of the documented type or raises
-:class:`~bastion.errors.RequestRejected` with a stable ``code``; no input makes them raise anything
+:class:`~bastion.errors.RequestRejectedError` with a stable ``code``; no input makes them raise anything
 else, and none allocates memory in proportion to a size the input merely *declares* (a pixel count
 in an image header, a nesting depth): those are checked before the work is done.
 
@@ -47,7 +47,7 @@ from typing import NoReturn, TypeGuard
 import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
 
-from bastion.errors import BastionError, ConfigError, RequestRejected
+from bastion.errors import BastionError, ConfigError, RequestRejectedError
 
 __all__ = [
     "InputSpec",
@@ -86,9 +86,9 @@ _STATUS = {
 }
 
 
-def _reject(code: str, detail: str) -> RequestRejected:
+def _reject(code: str, detail: str) -> RequestRejectedError:
     """The rejection for ``code``, with the status the module docstring lists for it."""
-    return RequestRejected(code, detail, status=_STATUS[code])
+    return RequestRejectedError(code, detail, status=_STATUS[code])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -508,7 +508,7 @@ def _open_image(raw: bytes, spec: InputSpec) -> ImageFile.ImageFile:
     return image
 
 
-def _unsupported(detail: str) -> RequestRejected:
+def _unsupported(detail: str) -> RequestRejectedError:
     return _reject("unsupported_format", detail)
 
 

@@ -11,7 +11,7 @@ import numpy as np
 from PIL import Image
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
-from bastion.errors import RequestRejected
+from bastion.errors import RequestRejectedError
 from bastion.gateway.call import Call, Handler
 from bastion.gateway.store import Decision, ItemKind, ItemStatus
 
@@ -38,7 +38,7 @@ def handlers(gateway: Gateway) -> dict[str, Handler]:
 
     async def submissions(call: Call) -> Response:
         if call.inputs is None:
-            raise RequestRejected("missing_field", "a submission needs 'inputs' or an image", status=422)
+            raise RequestRejectedError("missing_field", "a submission needs 'inputs' or an image", status=422)
         label = _payload(call)["label"]
         submission_id = await _run(gateway.store.add_submission, client=call.client, x=call.inputs[0], label=label)
         return JSONResponse({"submission_id": submission_id, "status": "quarantined"}, status_code=202)
@@ -47,7 +47,7 @@ def handlers(gateway: Gateway) -> dict[str, Handler]:
         kind = _kind(call)
         status = call.request.query_params.get("status")
         if status is not None and status not in _STATUSES:
-            raise RequestRejected(
+            raise RequestRejectedError(
                 "bad_query", f"status must be one of {list(_STATUSES)}, got {status[:40]!r}", status=422
             )
         limit = _limit(call)
@@ -57,13 +57,13 @@ def handlers(gateway: Gateway) -> dict[str, Handler]:
     async def review_item(call: Call) -> Response:
         found = await _run(gateway.store.get_submission, _item_id(call))
         if found is None:
-            raise RequestRejected("not_found", "no such submission", status=404)
+            raise RequestRejectedError("not_found", "no such submission", status=404)
         return JSONResponse(_jsonable(found))
 
     async def review_image(call: Call) -> Response:
         found = await _run(gateway.store.get_submission, _item_id(call))
         if found is None:
-            raise RequestRejected("not_found", "no such submission", status=404)
+            raise RequestRejectedError("not_found", "no such submission", status=404)
         png = render_input_png(found.x, gateway.model.bounds)
         return Response(png, media_type="image/png")
 
@@ -113,7 +113,9 @@ def _add_feedback(gateway: Gateway, client: str, payload: dict[str, Any]) -> dic
     prediction = gateway.store.get_prediction(payload["prediction_id"])
     if prediction is None or prediction.client != client:
         # The same answer for "no such prediction" and "someone else's": ids do not leak.
-        raise RequestRejected("unknown_prediction", "no prediction with this id was made for this client", status=404)
+        raise RequestRejectedError(
+            "unknown_prediction", "no prediction with this id was made for this client", status=404
+        )
     feedback_id = gateway.store.add_feedback(
         client=client, prediction_id=payload["prediction_id"], correct=payload["correct"], label=payload["label"]
     )
@@ -125,7 +127,7 @@ def _list_items(gateway: Gateway, kind: str, status: str | None, limit: int) -> 
     if kind == "flag":
         return [_jsonable(flag) for flag in store.list_flags(open_only=status in (None, "open"), limit=limit)]
     if status is not None and status not in _ITEM_STATUSES:
-        raise RequestRejected("bad_query", f"{kind} status must be one of {sorted(_ITEM_STATUSES)}", status=422)
+        raise RequestRejectedError("bad_query", f"{kind} status must be one of {sorted(_ITEM_STATUSES)}", status=422)
     chosen = ItemStatus(status) if status is not None else None
     if kind == "feedback":
         return [_jsonable(item) for item in store.list_feedback(status=chosen, limit=limit)]
@@ -164,26 +166,28 @@ def _jsonable(value: Any) -> dict[str, Any]:
 
 def _payload(call: Call) -> dict[str, Any]:
     if call.payload is None:
-        raise RequestRejected("bad_body", "the request body is missing", status=422)
+        raise RequestRejectedError("bad_body", "the request body is missing", status=422)
     return call.payload
 
 
 def _kind(call: Call) -> str:
     kind = call.request.path_params.get("kind", "")
     if kind not in _KINDS:
-        raise RequestRejected("not_found", f"unknown review queue {kind[:40]!r}; expected {sorted(_KINDS)}", status=404)
+        raise RequestRejectedError(
+            "not_found", f"unknown review queue {kind[:40]!r}; expected {sorted(_KINDS)}", status=404
+        )
     return _KINDS[kind]
 
 
 def _item_id(call: Call) -> str:
     item_id = str(call.request.path_params.get("item_id", ""))
     if len(item_id) != 32 or any(ch not in "0123456789abcdef" for ch in item_id):
-        raise RequestRejected("not_found", "no such item", status=404)
+        raise RequestRejectedError("not_found", "no such item", status=404)
     return item_id
 
 
 def _limit(call: Call) -> int:
     text = call.request.query_params.get("limit", "100")
     if not text.isdigit() or not 1 <= int(text) <= 1000:
-        raise RequestRejected("bad_query", f"limit must be an integer in [1, 1000], got {text[:20]!r}", status=422)
+        raise RequestRejectedError("bad_query", f"limit must be an integer in [1, 1000], got {text[:20]!r}", status=422)
     return int(text)

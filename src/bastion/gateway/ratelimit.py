@@ -30,7 +30,7 @@ from limits.storage import MemoryStorage, MovingWindowSupport, Storage, storage_
 from limits.strategies import MovingWindowRateLimiter
 from limits.util import parse_many
 
-from bastion.errors import BastionError, ConfigError, RequestRejected
+from bastion.errors import BastionError, ConfigError, RequestRejectedError
 
 __all__ = ["LimitDecision", "RateLimiter", "mask_url"]
 
@@ -57,10 +57,10 @@ class LimitDecision:
         """``retry_after`` rounded up to whole seconds for a ``Retry-After`` header (at least 1 when refused)."""
         return 0 if self.allowed else max(1, math.ceil(self.retry_after))
 
-    def rejection(self) -> RequestRejected:
+    def rejection(self) -> RequestRejectedError:
         """A 429 ``rate_limited`` rejection carrying the ``Retry-After`` header."""
         detail = f"rate limit {self.limit} reached; retry in {self.retry_after_seconds} s"
-        return RequestRejected(
+        return RequestRejectedError(
             "rate_limited", detail, status=429, headers={"Retry-After": str(self.retry_after_seconds)}
         )
 

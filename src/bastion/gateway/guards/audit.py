@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from starlette.responses import Response
 
-from bastion.errors import BastionError, RequestRejected
+from bastion.errors import BastionError, RequestRejectedError
 from bastion.gateway.call import Call, Handler
 from bastion.gateway.store import AuditEvent
 
@@ -29,7 +29,7 @@ class Audit:
     async def __call__(self, call: Call, call_next: Handler) -> Response:
         try:
             response = await call_next(call)
-        except RequestRejected as error:
+        except RequestRejectedError as error:
             self._record(call, error.status, "rejected", error.code, error.detail)
             raise
         except BastionError as error:

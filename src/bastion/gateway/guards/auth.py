@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import anyio.to_thread
 from starlette.responses import Response
 
-from bastion.errors import RequestRejected
+from bastion.errors import RequestRejectedError
 from bastion.gateway.call import Call, Handler
 from bastion.gateway.keys import ApiKey, Role, hash_secret
 from bastion.gateway.review.session import COOKIE
@@ -68,7 +68,7 @@ class Authentication:
         allowed = ENDPOINT_ROLES.get(call.endpoint, frozenset())
         if key.role not in allowed:
             roles = ", ".join(sorted(r.value for r in allowed)) or "no role"
-            raise RequestRejected(
+            raise RequestRejectedError(
                 "forbidden", f"role {key.role.value!r} may not call {call.endpoint}; allowed: {roles}", status=403
             )
         return await call_next(call)
@@ -119,5 +119,5 @@ def _presented_secret(call: Call) -> str | None:
     return key.strip() if key else None
 
 
-def _unauthorised(code: str, detail: str) -> RequestRejected:
-    return RequestRejected(code, detail, status=401, headers={"WWW-Authenticate": 'Bearer realm="bastion"'})
+def _unauthorised(code: str, detail: str) -> RequestRejectedError:
+    return RequestRejectedError(code, detail, status=401, headers={"WWW-Authenticate": 'Bearer realm="bastion"'})

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from starlette.responses import JSONResponse, Response
 
-from bastion.errors import BastionError, RequestRejected
+from bastion.errors import BastionError, RequestRejectedError
 from bastion.gateway.call import Call, Handler
 
 if TYPE_CHECKING:
@@ -37,7 +37,7 @@ class ErrorBoundary:
     async def __call__(self, call: Call, call_next: Handler) -> Response:
         try:
             return await call_next(call)
-        except RequestRejected as error:
+        except RequestRejectedError as error:
             self.gateway.metrics.observe_rejection(error.code)
             return error_response(error.status, error.code, error.detail, call.request_id, error.headers)
         except BastionError as error:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import anyio.to_thread
 from starlette.responses import Response
 
-from bastion.errors import RequestRejected
+from bastion.errors import RequestRejectedError
 from bastion.gateway.call import Call, Handler
 
 if TYPE_CHECKING:
@@ -85,6 +85,6 @@ def client_address(call: Call, trusted_proxies: tuple[str, ...]) -> str:
     return peer
 
 
-def _too_many(code: str, detail: str, retry_after: float) -> RequestRejected:
+def _too_many(code: str, detail: str, retry_after: float) -> RequestRejectedError:
     seconds = max(1, math.ceil(retry_after))
-    return RequestRejected(code, detail, status=429, headers={"Retry-After": str(seconds)})
+    return RequestRejectedError(code, detail, status=429, headers={"Retry-After": str(seconds)})

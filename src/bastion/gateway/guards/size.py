@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 from starlette.responses import Response
 
-from bastion.errors import RequestRejected
+from bastion.errors import RequestRejectedError
 from bastion.gateway.call import Call, Handler
 
 if TYPE_CHECKING:
@@ -27,9 +27,11 @@ class SizeLimit:
         declared = call.request.headers.get("content-length")
         if declared is not None:
             if not declared.isdigit():
-                raise RequestRejected("bad_content_length", f"Content-Length must be a number, got {declared[:40]!r}")
+                raise RequestRejectedError(
+                    "bad_content_length", f"Content-Length must be a number, got {declared[:40]!r}"
+                )
             if int(declared) > self.limit:
-                raise RequestRejected(
+                raise RequestRejectedError(
                     "body_too_large", f"request body of {declared} bytes exceeds the limit of {self.limit}", status=413
                 )
         # A chunked body has no Content-Length: the reader stops it once it passes the limit.

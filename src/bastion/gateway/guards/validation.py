@@ -18,7 +18,7 @@ import numpy as np
 from starlette.datastructures import UploadFile
 from starlette.responses import Response
 
-from bastion.errors import RequestRejected
+from bastion.errors import RequestRejectedError
 from bastion.gateway.call import Call, Handler
 from bastion.gateway.decode import InputSpec, decode_image, decode_json_inputs, parse_json_body
 
@@ -99,7 +99,7 @@ class Validation:
             expected = (
                 "application/json, multipart/form-data or an image" if "inputs" in allowed else "application/json"
             )
-            raise RequestRejected(
+            raise RequestRejectedError(
                 "unsupported_media_type", f"Content-Type {content_type or '(none)'!r}; expected {expected}", status=415
             )
         check_fields(fields, allowed=allowed | ({"file"} if image is not None else set()), required=required)
@@ -189,8 +189,8 @@ def check_text(value: object, name: str) -> str:
     return value
 
 
-def _invalid(code: str, detail: str) -> RequestRejected:
-    return RequestRejected(code, detail, status=422)
+def _invalid(code: str, detail: str) -> RequestRejectedError:
+    return RequestRejectedError(code, detail, status=422)
 
 
 def _short(text: str) -> str:

@@ -17,7 +17,7 @@ import jinja2
 from starlette.datastructures import FormData
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
-from bastion.errors import RequestRejected
+from bastion.errors import RequestRejectedError
 from bastion.gateway.call import Call, Handler
 from bastion.gateway.endpoints import render_input_png
 from bastion.gateway.guards.validation import DECISIONS, check_text
@@ -95,7 +95,7 @@ def page_handlers(gateway: Gateway) -> dict[str, Handler]:
         kind = UI_KINDS.get(str(call.request.path_params.get("kind", "")))
         decision = str(form.get("decision", ""))
         if kind is None or decision not in DECISIONS:
-            raise RequestRejected("bad_field", f"unknown queue or decision {decision[:20]!r}", status=422)
+            raise RequestRejectedError("bad_field", f"unknown queue or decision {decision[:20]!r}", status=422)
         reason = check_text(str(form.get("reason", "")), "reason")
         reviewer = call.principal.key_id if call.principal is not None else "anonymous"
         item_id = str(call.request.path_params.get("item_id", ""))
@@ -115,7 +115,7 @@ def page_handlers(gateway: Gateway) -> dict[str, Handler]:
         item_id = str(call.request.path_params.get("item_id", ""))
         found = await anyio.to_thread.run_sync(gateway.store.get_submission, item_id)
         if found is None:
-            raise RequestRejected("not_found", "no such submission", status=404)
+            raise RequestRejectedError("not_found", "no such submission", status=404)
         return Response(render_input_png(found.x, gateway.model.bounds), media_type="image/png")
 
     return {"ui.login": login, "ui.logout": logout, "ui.home": home, "ui.decide": decide, "ui.image": image}
@@ -163,14 +163,14 @@ def _label_namer(gateway: Gateway) -> Any:
 async def _form(call: Call) -> FormData:
     content_type = call.request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type != "application/x-www-form-urlencoded":
-        raise RequestRejected(
+        raise RequestRejectedError(
             "unsupported_media_type", f"expected a form, got {content_type or '(none)'!r}", status=415
         )
     call.request._body = await call.body()  # Starlette parses the cached body
     try:
         return await call.request.form(max_files=0, max_fields=8)
     except Exception as error:
-        raise RequestRejected(
+        raise RequestRejectedError(
             "malformed_form", f"the form could not be parsed: {type(error).__name__}", status=422
         ) from None
 
@@ -180,7 +180,7 @@ async def _checked_form(call: Call, gateway: Gateway) -> FormData:
     form = await _form(call)
     token = call.request.cookies.get(COOKIE, "")
     if not gateway.sessions.check_csrf(token, str(form.get("csrf", ""))):
-        raise RequestRejected("bad_csrf_token", "the form's CSRF token does not match this session", status=403)
+        raise RequestRejectedError("bad_csrf_token", "the form's CSRF token does not match this session", status=403)
     return form
 
 

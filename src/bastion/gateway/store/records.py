@@ -76,7 +76,7 @@ class AuditEvent:
     action: str
     outcome: str  # "ok", "rejected", "error"
     status: int  # the HTTP status sent
-    code: str | None  # the RequestRejected code, if any
+    code: str | None  # the RequestRejectedError code, if any
     detail: str  # truncated to 500 characters when stored
     duration_ms: float
 
