@@ -28,7 +28,7 @@ import jinja2
 
 from bastion.attacks.registry import ATTACKS
 from bastion.data.dataset import Dataset
-from bastion.errors import ConfigError, DataError, NotFoundError
+from bastion.errors import ConfigError, DataError
 from bastion.evaluation.assess import assess
 from bastion.evaluation.plan import PRESETS
 from bastion.evaluation.runner import Progress
@@ -37,7 +37,7 @@ from bastion.harden.reject import class_view, rejection_rates
 from bastion.harden.run import EVAL_EXAMPLES
 from bastion.models.torch import TorchClassifier
 from bastion.norms import get_norm
-from bastion.report.jsonio import from_dict, to_dict
+from bastion.report.jsonio import from_dict, read_json_file, to_dict, write_strict_json
 from bastion.report.model import Assessment, Finding
 from bastion.report.views import number, percent
 
@@ -279,15 +279,7 @@ def harden_from_dict(data: Any) -> HardenReport:
 
 def read_harden_json(path: str | Path) -> HardenReport:
     """Read a report written by :func:`write_harden_report`."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise NotFoundError(f"no hardening report at {path}") from None
-    try:
-        return harden_from_dict(json.loads(text))
-    except json.JSONDecodeError as error:
-        raise DataError(f"{path} is not valid JSON: {error}") from error
+    return harden_from_dict(read_json_file(path, what="hardening report"))
 
 
 # -- page ------------------------------------------------------------------------------------------
@@ -303,11 +295,7 @@ def write_harden_report(report: HardenReport, out_dir: str | Path) -> dict[str, 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     json_path = out / HARDEN_FILES["json"]
-    try:
-        text = json.dumps(harden_to_dict(report), indent=2, allow_nan=False, ensure_ascii=False)
-    except ValueError as error:
-        raise DataError(f"the hardening report holds a value JSON cannot carry: {error}") from error
-    json_path.write_text(text + "\n", encoding="utf-8")
+    write_strict_json(harden_to_dict(report), json_path, what="hardening report")
     html_path = out / HARDEN_FILES["html"]
     html_path.write_text(render_harden_html(read_harden_json(json_path)), encoding="utf-8")
     return {"json": json_path, "html": html_path}

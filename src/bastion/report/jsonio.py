@@ -22,7 +22,7 @@ from typing import Any
 from bastion.errors import DataError, NotFoundError
 from bastion.report.model import SCHEMA_VERSION, Assessment
 
-__all__ = ["from_dict", "read_json", "to_dict", "write_json"]
+__all__ = ["from_dict", "read_json", "read_json_file", "to_dict", "write_json", "write_strict_json"]
 
 logger = logging.getLogger(__name__)
 
@@ -43,27 +43,36 @@ def from_dict(data: dict[str, Any]) -> Assessment:
 
 def write_json(assessment: Assessment, path: str | Path) -> Path:
     """Write the assessment as indented, strict JSON (no NaN or Infinity) and return the path."""
+    return write_strict_json(to_dict(assessment), path, what="report")
+
+
+def read_json(path: str | Path) -> Assessment:
+    """Read an assessment written by :func:`write_json`."""
+    return from_dict(read_json_file(path, what="report"))
+
+
+def write_strict_json(data: Any, path: str | Path, *, what: str) -> Path:
+    """``data`` as indented JSON without NaN or Infinity (other readers reject them); the path written."""
     try:
-        text = json.dumps(to_dict(assessment), indent=2, allow_nan=False, ensure_ascii=False)
-    except ValueError as exc:  # NaN or Infinity somewhere: not valid JSON for other readers
-        raise DataError(f"the report holds a value JSON cannot carry: {exc}") from exc
+        text = json.dumps(data, indent=2, allow_nan=False, ensure_ascii=False)
+    except ValueError as exc:
+        raise DataError(f"the {what} holds a value JSON cannot carry: {exc}") from exc
     path = Path(path)
     path.write_text(text + "\n", encoding="utf-8")
     return path
 
 
-def read_json(path: str | Path) -> Assessment:
-    """Read an assessment written by :func:`write_json`."""
+def read_json_file(path: str | Path, *, what: str) -> Any:
+    """The JSON value in ``path``; NotFoundError or DataError naming the file and ``what`` was expected."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError as exc:
-        raise NotFoundError(f"no report at {path}") from exc
+        raise NotFoundError(f"no {what} at {path}") from exc
     try:
-        data = json.loads(text)
+        return json.loads(text)
     except json.JSONDecodeError as exc:
         raise DataError(f"{path} is not valid JSON: {exc}") from exc
-    return from_dict(data)
 
 
 def _check_version(version: object) -> None:

@@ -17,8 +17,9 @@ from typing import Any
 
 import jinja2
 
-from bastion.errors import DataError, NotFoundError
+from bastion.errors import DataError
 from bastion.report.figures import data_uri, figure_png, finish_axes
+from bastion.report.jsonio import read_json_file, write_strict_json
 from bastion.report.views import number, percent
 
 __all__ = [
@@ -137,25 +138,12 @@ def _data_summary(data: dict[str, Any]) -> DataSummary:
 
 
 def write_poisoning_json(report: PoisoningReport, path: Path) -> Path:
-    try:
-        text = json.dumps(poisoning_to_dict(report), indent=2, allow_nan=False, ensure_ascii=False)
-    except ValueError as error:
-        raise DataError(f"the poisoning report holds a value JSON cannot carry: {error}") from error
-    path.write_text(text + "\n", encoding="utf-8")
-    return path
+    return write_strict_json(poisoning_to_dict(report), path, what="poisoning report")
 
 
 def read_poisoning_json(path: str | Path) -> PoisoningReport:
     """Read a report written by :func:`write_poisoning_report`."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise NotFoundError(f"no poisoning report at {path}") from None
-    try:
-        return poisoning_from_dict(json.loads(text))
-    except json.JSONDecodeError as error:
-        raise DataError(f"{path} is not valid JSON: {error}") from error
+    return poisoning_from_dict(read_json_file(path, what="poisoning report"))
 
 
 # -- figure and page -------------------------------------------------------------------------------
