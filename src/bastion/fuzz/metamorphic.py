@@ -32,15 +32,24 @@ Chain = tuple[tuple[str, float], ...]
 
 @dataclass(frozen=True)
 class Finding:
-    """One failure: a valid mutant of seed ``seed_index`` whose prediction changed, or that made the model raise."""
+    """One failure: a valid mutant of seed ``seed_index`` whose prediction changed, or that made the model raise.
+
+    The coverage-guided fuzzer adds kinds of its own; its ``chain`` is the whole lineage, every
+    mutation from the seed to the mutant.
+    """
 
     seed_index: int
     chain: Chain  # transformation names with their strengths, in the order applied
     mutant: Tensor  # one input, without the batch axis
     original_label: int  # the model's (correct) prediction on the seed
     new_label: int | None  # None when the model raised
-    kind: Literal["misprediction", "exception"] = "misprediction"
+    kind: Literal["misprediction", "exception", "non_finite", "disagreement", "confidence_collapse"] = "misprediction"
     error: str | None = None  # the exception's type and message, for kind "exception"
+    # Set by the coverage-guided fuzzer (bastion.fuzz.guided): the reference model's label (kind
+    # "disagreement"), the top probability (kind "confidence_collapse") and the fuzzing step.
+    reference_label: int | None = None
+    confidence: float | None = None
+    step: int | None = None
 
 
 @dataclass(frozen=True)
