@@ -197,3 +197,28 @@ def test_handcrafted_joblib_layout_with_padding() -> None:
     data = buf.getvalue()
     assert scan_pickle(data).safe
     assert struct.pack("<d", 2.0) in data  # the raw bytes are really there, between opcodes
+
+
+def test_a_hash_bomb_key_is_scanned_in_bounded_time(tmp_path: Path) -> None:
+    """t = (t, t) sixty levels deep, used as a dict key: hashing it would take 2**60 steps (in C, uninterruptible).
+
+    The scan runs in a child process so that a regression fails this test instead of hanging the suite.
+    """
+    import pickle
+    import subprocess
+    import sys
+
+    body = pickle.PROTO + bytes([2]) + pickle.EMPTY_TUPLE
+    for _ in range(60):
+        body += pickle.DUP + pickle.TUPLE2
+    bomb = pickle.EMPTY_DICT + body[2:] + pickle.NONE + pickle.SETITEM + pickle.STOP
+    bomb = pickle.PROTO + bytes([2]) + bomb
+    path = tmp_path / "bomb.pkl"
+    path.write_bytes(bomb)
+    code = (
+        "import sys; from pathlib import Path; from bastion.audit.pickles import scan_pickle; "
+        "r = scan_pickle(Path(sys.argv[1]).read_bytes()); print('scanned', r.safe)"
+    )
+    result = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("scanned")

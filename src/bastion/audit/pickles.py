@@ -17,7 +17,6 @@ scanned the same way.
 from __future__ import annotations
 
 import _compat_pickle
-import contextlib
 import io
 import math
 import pickletools
@@ -339,7 +338,9 @@ class _Machine:
         self._values(items)
         if isinstance(target, dict):
             for key, value in zip(items[::2], items[1::2], strict=False):
-                with contextlib.suppress(TypeError):  # an unhashable key: that entry is not followed
+                # Only flat keys (the state dicts the scanner follows use strings). Hashing a key the file
+                # built, e.g. a tuple nested 60 deep through DUP (t = (t, t)), takes 2**60 steps in C: a hang.
+                if isinstance(key, (str, bytes, int, float, bool)) or key is None:
                     target[key] = value
         return target
 
