@@ -12,7 +12,9 @@ status, kind) are bounded, and the store checks their lengths before it writes.
 from __future__ import annotations
 
 import logging
+import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
@@ -281,6 +283,31 @@ def _parse(url: str) -> URL:
     raise ConfigError(f"{expected}, got {mask_url(parsed)!r}")
 
 
+def _enter_wal(cursor: Any) -> None:
+    """Put the database file in WAL mode (it stays so), waiting out other connections doing the same.
+
+    Changing the journal mode needs the database to itself, and SQLite reports "database is locked"
+    at once, without calling the busy handler, when several connections of a new file switch it
+    together. The mode is persistent, so later connections only read it.
+    """
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_S
+    delay = 0.005
+    while True:
+        mode = cursor.execute("PRAGMA journal_mode").fetchone()[0]
+        if str(mode).lower() == "wal":
+            return
+        try:
+            if str(cursor.execute("PRAGMA journal_mode=WAL").fetchone()[0]).lower() == "wal":
+                return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error):
+                raise
+        if time.monotonic() > deadline:
+            raise sqlite3.OperationalError(f"could not put the database in WAL mode within {SQLITE_BUSY_TIMEOUT_S} s")
+        time.sleep(delay)
+        delay = min(delay * 2, 0.2)
+
+
 def _configure_sqlite(engine: Engine, *, wal: bool) -> None:
     """Durable pragmas on each new connection, and BEGIN emitted by us (sqlite3's own is unreliable)."""
 
@@ -289,7 +316,7 @@ def _configure_sqlite(engine: Engine, *, wal: bool) -> None:
         dbapi_connection.isolation_level = None  # sqlite3 must not BEGIN on its own: see _on_begin
         cursor = dbapi_connection.cursor()
         if wal:
-            cursor.execute("PRAGMA journal_mode=WAL")
+            _enter_wal(cursor)
         cursor.execute("PRAGMA synchronous=FULL")  # fsync the WAL at every commit
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
