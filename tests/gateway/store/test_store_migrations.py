@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
@@ -14,7 +15,7 @@ from sqlalchemy import Connection, Integer, MetaData, Table, insert, inspect, se
 from bastion.errors import ConfigError
 from bastion.gateway.store import MIGRATIONS, Migration, PredictionRecord, Store, apply_migrations, utc_now
 from bastion.gateway.store.migrations import current_version, schema_version
-from bastion.gateway.store.schema import metadata, open_database
+from bastion.gateway.store.schema import SQLITE_BUSY_TIMEOUT_S, _enter_wal, metadata, open_database
 
 THREADS = 4
 
@@ -271,3 +272,38 @@ def test_a_version_1_database_gains_the_prediction_inputs_column(store_url: str)
     assert found is not None and found.x is not None
     np.testing.assert_array_equal(found.x, np.ones((2, 2), np.float32))
     assert versions(store_url) == [(1, "initial tables"), (2, "prediction inputs")]
+
+
+def test_connections_switching_a_new_sqlite_file_to_wal_together_all_succeed(tmp_path: Path) -> None:
+    """SQLite answers a concurrent ``PRAGMA journal_mode=WAL`` with "database is locked" at once.
+
+    It does not wait on the busy timeout there, so several connections opened on a new file that
+    switch it together failed (a few trials in a hundred here; once in CI). Each connection is
+    opened before the barrier, as a pool holds them, and the switch is the store's own.
+    """
+    errors: list[BaseException] = []
+    for trial in range(100):
+        path = tmp_path / f"race-{trial}.db"
+        connections = [
+            sqlite3.connect(path, timeout=SQLITE_BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
+            for _ in range(8)
+        ]
+        barrier = threading.Barrier(len(connections))
+
+        def switch(connection: sqlite3.Connection, barrier: threading.Barrier = barrier) -> None:
+            try:
+                barrier.wait(timeout=30)
+                _enter_wal(connection.cursor())
+            except BaseException as error:
+                errors.append(error)
+
+        threads = [threading.Thread(target=switch, args=(c,)) for c in connections]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+        modes = {c.execute("PRAGMA journal_mode").fetchone()[0] for c in connections}
+        for connection in connections:
+            connection.close()
+        assert errors == [], f"trial {trial}"
+        assert modes == {"wal"}
