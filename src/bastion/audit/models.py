@@ -44,14 +44,17 @@ TORCH_SAFE_GLOBALS: frozenset[tuple[str, str]] = frozenset(
     }
 )
 _TORCH_EXTENSIONS = {".pt", ".pth", ".bin", ".ckpt"}
-_CLAIMS: dict[str, set[ModelFormat]] = {
-    ".pkl": {ModelFormat.PICKLE},
-    ".pickle": {ModelFormat.PICKLE},
-    ".joblib": {ModelFormat.PICKLE},
-    ".safetensors": {ModelFormat.SAFETENSORS},
-    ".onnx": {ModelFormat.ONNX},
-    ".skops": {ModelFormat.SKOPS},
-    **{suffix: {ModelFormat.TORCH_PICKLE, ModelFormat.TORCHSCRIPT, ModelFormat.PICKLE} for suffix in _TORCH_EXTENSIONS},
+_TORCH_CLAIM = {ModelFormat.TORCH_PICKLE.value, ModelFormat.TORCHSCRIPT.value, ModelFormat.PICKLE.value}
+_CLAIMS: dict[str, set[str]] = {  # extension -> the detected formats it may hold
+    ".pkl": {ModelFormat.PICKLE.value},
+    ".pickle": {ModelFormat.PICKLE.value},
+    ".joblib": {ModelFormat.PICKLE.value},
+    ".safetensors": {ModelFormat.SAFETENSORS.value},
+    ".onnx": {ModelFormat.ONNX.value},
+    ".skops": {ModelFormat.SKOPS.value},
+    ".npy": {".npy"},
+    ".npz": {".npz"},
+    **{suffix: _TORCH_CLAIM for suffix in _TORCH_EXTENSIONS},
 }
 _MAX_SAFETENSORS_HEADER = 100_000_000
 _NPY_MAGIC = b"\x93NUMPY"
@@ -86,12 +89,12 @@ def scan_model_file(path: Path) -> ModelFileReport:
     path = Path(path)
     claimed = path.suffix.lower() or "none"
     try:
-        detected = ".npy" if _is_npy(path) else sniff_format(path).value
+        detected = ".npy" if _is_npy(path) else ".npz" if _is_npz(path) else sniff_format(path).value
     except (BastionError, OSError) as exc:
         return ModelFileReport(path, claimed, "unreadable", Verdict.ERROR, (f"{path}: {exc}",))
     findings: list[str] = []
     expected = _CLAIMS.get(claimed)
-    if expected is not None and detected not in {f.value for f in expected}:
+    if expected is not None and detected not in expected:
         findings.append(f"{path} claims {claimed} by its extension but its content is {detected}")
     try:
         unsafe = _check(path, detected, findings)
@@ -105,7 +108,9 @@ def scan_model_file(path: Path) -> ModelFileReport:
 def _check(path: Path, detected: str, findings: list[str]) -> bool:
     """Run the format's own check, adding findings; True when loading the file could run code."""
     if detected == ".npy":
-        return _check_npy(path, findings)
+        return _check_npy(path.read_bytes(), findings, str(path))
+    if detected == ".npz":
+        return _check_npz(path, findings)
     if detected == ModelFormat.PICKLE.value:
         torch_legacy = path.suffix.lower() in _TORCH_EXTENSIONS
         count = _LEGACY_TORCH_PICKLES if torch_legacy else 1
@@ -203,9 +208,32 @@ def _is_npy(path: Path) -> bool:
         return f.read(6) == _NPY_MAGIC
 
 
-def _check_npy(path: Path, findings: list[str]) -> bool:
+def _is_npz(path: Path) -> bool:
+    """A zip archive (numpy.savez) whose members are all .npy arrays."""
+    if not zipfile.is_zipfile(path):
+        return False
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (zipfile.BadZipFile, OSError):
+        return False
+    return bool(names) and all(name.endswith(".npy") for name in names)
+
+
+def _check_npz(path: Path, findings: list[str]) -> bool:
+    """Every array of a numpy.savez archive, as :func:`_check_npy` checks one .npy file."""
+    unsafe = False
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for name in archive.namelist():
+                unsafe |= _check_npy(archive.read(name), findings, f"{path}!{name}")
+    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+        raise _Unreadable(f"damaged .npz archive: {exc}") from exc
+    return unsafe
+
+
+def _check_npy(data: bytes, findings: list[str], where: str) -> bool:
     """An object-dtype .npy is a pickle after its header: scan it; otherwise the data must fit the file."""
-    data = path.read_bytes()
     if len(data) < 10:
         raise _Unreadable("truncated .npy header")
     major = data[6]
@@ -220,7 +248,7 @@ def _check_npy(path: Path, findings: list[str]) -> bool:
     except (ValueError, SyntaxError, KeyError, TypeError) as exc:
         raise _Unreadable(f"the .npy header does not parse: {exc}") from exc
     if not isinstance(descr, str) or descr.lstrip("<>|=").startswith("O"):
-        return _scan_stream(data[start:], findings, f"{path} (object array)", torch=False, count=1)
+        return _scan_stream(data[start:], findings, f"{where} (object array)", torch=False, count=1)
     import numpy as np
 
     needed = math.prod(shape) * np.dtype(descr).itemsize

@@ -21,7 +21,7 @@ from bastion.errors import ConfigError, ModelError, UnsafeModelError
 from bastion.models.files import ModelFormat, sniff_format
 from bastion.models.torch import TorchClassifier
 
-__all__ = ["load_factory", "load_torch_model"]
+__all__ = ["check_model_file", "load_factory", "load_torch_model"]
 
 _SAFE_ADVICE = (
     "save its weights as safetensors (or a state dict) and pass --factory module:function that builds "
@@ -53,9 +53,28 @@ def load_torch_model(
             "(--trust-model-file; trusted=True in Python), or "
             f"{_SAFE_ADVICE}"
         )
+    if fmt is ModelFormat.TORCHSCRIPT or (fmt in (ModelFormat.SAFETENSORS, ModelFormat.TORCH_PICKLE) and factory):
+        check_model_file(path, advice=f"Instead, {_SAFE_ADVICE}")
     module = _load_module(path, fmt, factory, torch.device(device))
     module.to(torch.device(device))
     return TorchClassifier(module, input_shape=input_shape, num_classes=num_classes, bounds=bounds, name=path.name)
+
+
+def check_model_file(path: Path, *, advice: str = "") -> None:
+    """Scan ``path`` before any loader reads it: refuse a file that could run code, or a damaged or mislabelled one.
+
+    The scan (:func:`bastion.audit.scan_model_file`) reads the file as data only; the loaders call
+    it first so that an allowlist, not the loading library's own defences, decides what runs.
+    """
+    # Imported here: bastion.audit imports bastion.models.files, so a module-level import would cycle.
+    from bastion.audit.models import Verdict, scan_model_file
+
+    report = scan_model_file(path)
+    if report.verdict is Verdict.UNSAFE:
+        reasons = "; ".join(report.findings)
+        raise UnsafeModelError(f"refused by the model-file scan: {reasons}. {advice}".rstrip())
+    if report.verdict is Verdict.ERROR:
+        raise ModelError(f"{path} failed the model-file scan: {'; '.join(report.findings)}")
 
 
 def _load_module(path: Path, fmt: ModelFormat, factory: str | None, device: torch.device) -> nn.Module:

@@ -21,7 +21,7 @@ from bastion.audit.pickles import is_safe_global, python3_name, refusal_reason, 
 from bastion.errors import ModelError, UnsafeModelError
 from bastion.models.files import ModelFormat, sniff_format
 from bastion.models.interface import Classifier
-from bastion.models.load import load_torch_model
+from bastion.models.load import check_model_file, load_torch_model
 from bastion.models.onnx import OnnxClassifier
 from bastion.models.sklearn import SklearnClassifier
 
@@ -61,6 +61,8 @@ def load_model(
         return load_torch_model(
             path, input_shape=input_shape, bounds=bounds, factory=factory, device=device, trusted=trusted
         )
+    if fmt in (ModelFormat.ONNX, ModelFormat.SKOPS) or (fmt is ModelFormat.PICKLE and trust_pickle):
+        check_model_file(path, advice="Even with --trust-pickle, only allowlisted types load.")
     if fmt is ModelFormat.ONNX:
         return OnnxClassifier(path, input_shape=input_shape, bounds=bounds, name=path.name, device=device)
     if fmt is ModelFormat.SKOPS:
