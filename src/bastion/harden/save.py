@@ -20,7 +20,7 @@ import torch
 from bastion.errors import ConfigError, DataError, ModelError, NotFoundError
 from bastion.harden.interface import HardenResult
 from bastion.harden.reject import with_reject_class
-from bastion.models.load import load_factory
+from bastion.models.load import check_model_file, load_factory
 from bastion.models.torch import TorchClassifier
 
 __all__ = ["MANIFEST_FILE", "MODEL_FILE", "load_hardened", "save_hardened"]
@@ -61,8 +61,10 @@ def load_hardened(
     info = manifest["model"]
     if info.get("reject_class") is not None:
         module = with_reject_class(module, int(info["reject_class"]))
+    weights = folder / str(manifest.get("weights", MODEL_FILE))
+    check_model_file(weights)
     try:
-        module.load_state_dict(load_file(str(folder / str(manifest.get("weights", MODEL_FILE)))))
+        module.load_state_dict(load_file(str(weights)))
     except RuntimeError as error:
         raise ModelError(f"{folder}: the weights do not fit the module {spec!r} builds: {error}") from None
     module.to(torch.device(device)).eval()
