@@ -199,3 +199,10 @@ def test_environment_packages_reads_this_interpreter() -> None:
     assert "packaging" in packages
     assert "pytest" in packages
     assert packages["pytest"] == pytest.__version__
+
+
+def test_requirements_file_that_is_not_utf8_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "requirements.txt"
+    path.write_bytes(b"requests==2.0\n\xff\n")
+    with pytest.raises(DataError, match=r"requirements.txt: expected UTF-8 text, got undecodable bytes at offset 14"):
+        requirements_packages(path)

@@ -137,8 +137,12 @@ def test_csv_constant_features_get_a_valid_range(tmp_path: Path) -> None:
         ("a,label\n1,x\n", "expected numeric cells"),
         ("a,label\n0.5,-1\n", "labels must be >= 0, found -1"),
         ("a,label\nnan,1\n", "NaN or Inf"),
+        ("\n\n", "the file is empty"),
+        ("7\n", "expected at least two columns"),
+        ("a,b,label\n1,2,0\n1,2\n", "row 3 has 2 cells, expected 3"),
+        ("a,label\n" + "1" * 200_000 + ",0\n", "not a readable CSV file"),
     ],
-    ids=["empty", "header-only", "text-cell", "negative-label", "nan"],
+    ids=["empty", "header-only", "text-cell", "negative-label", "nan", "blank", "one-column", "ragged", "huge-field"],
 )
 def test_csv_errors(tmp_path: Path, text: str, message: str) -> None:
     path = tmp_path / "table.csv"
@@ -217,3 +221,10 @@ def test_load_data_errors(tmp_path: Path) -> None:
         load_data("demo:cifar")
     with pytest.raises(ConfigError, match="unknown split 'dev'"):
         load_data("demo:digits:dev")
+
+
+def test_csv_that_is_not_utf8_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "table.csv"
+    path.write_bytes(b"a,label\n\xff\xfe,1\n")
+    with pytest.raises(DataError, match=r"expected UTF-8 text, got undecodable bytes at offset 8"):
+        load_csv(path)

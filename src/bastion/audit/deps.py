@@ -104,7 +104,11 @@ def _read_requirements(path: Path, pinned: list[tuple[str, str]], unpinned: list
     if path.resolve() in seen:
         return  # an include cycle: every line was already read once
     seen.add(path.resolve())
-    for number, line in _logical_lines(path.read_text(encoding="utf-8")):
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: expected UTF-8 text, got undecodable bytes at offset {exc.start}") from exc
+    for number, line in _logical_lines(text):
         where = f"{path}:{number}"
         if line.startswith(_INCLUDE_OPTIONS):
             target = _INCLUDE.sub("", line).strip()

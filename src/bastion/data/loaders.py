@@ -63,13 +63,23 @@ def _open_npz(path: Path) -> np.lib.npyio.NpzFile:
 
 def load_csv(path: Path, *, bounds: tuple[float, float] | None = None) -> Dataset:
     """Rows of features with the label in a column named ``label`` (or ``y``, ``target``, else the last)."""
-    with path.open(newline="", encoding="utf-8-sig") as f:  # -sig: drop the BOM spreadsheets write
-        rows = list(csv.reader(f))
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as f:  # -sig: drop the BOM spreadsheets write
+            rows = [row for row in csv.reader(f) if any(cell.strip() for cell in row)]  # blank lines skipped
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: expected UTF-8 text, got undecodable bytes at offset {exc.start}") from exc
+    except csv.Error as exc:  # e.g. a field over the csv module's size limit, a NUL byte
+        raise DataError(f"{path}: not a readable CSV file: {exc}") from exc
     if not rows:
         raise DataError(f"{path}: the file is empty")
     header = rows[0]
+    if len(header) < 2:
+        raise DataError(f"{path}: expected at least two columns (features and a label), got {len(header)}")
     has_header = any(_not_number(cell) for cell in header)
     body = rows[1:] if has_header else rows
+    for number, row in enumerate(body, start=2 if has_header else 1):
+        if len(row) != len(header):
+            raise DataError(f"{path}: row {number} has {len(row)} cells, expected {len(header)} like the first row")
     names = [h.strip().lower() for h in header] if has_header else []
     label_col = next((names.index(k) for k in ("label", "y", "target", "class") if k in names), len(header) - 1)
     try:
