@@ -66,5 +66,10 @@ bench-gateway: $(VENV)/.bench-installed
 bench-harden: $(VENV)/.bench-installed
 	$(PY) bench/bench_harden.py
 
+# Issue 7: the coverage-guided fuzzer against random mutation, and mutant validity (docs/BENCHMARKS.md).
+.PHONY: bench-fuzz
+bench-fuzz: $(VENV)/.bench-installed
+	$(PY) bench/bench_fuzz.py
+
 clean:
 	rm -rf $(VENV) reports .pytest_cache .mypy_cache .ruff_cache

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -75,3 +77,14 @@ def linear_model() -> LinearFactory:
         return TorchClassifier(module, input_shape=input_shape or (d,), bounds=bounds, name="linear")
 
     return build
+
+
+@pytest.fixture
+def need_atheris() -> None:
+    """atheris is a dependency on Linux x86-64: missing there on CI is a failure, elsewhere a skip."""
+
+    if importlib.util.find_spec("atheris") is not None:
+        return
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail("atheris is not installed (a dependency of bastion on Linux x86-64)")
+    pytest.skip("atheris (libFuzzer for Python) is not installed")

@@ -11,8 +11,12 @@
     │   └── RemoteModelError          exit 3   HTTP 502   a remote endpoint that kept failing or is unreachable
     ├── NotFoundError                 exit 2   HTTP 404   a file or folder that does not exist
     ├── BudgetExhaustedError          exit 5   HTTP 429   a query budget ran out
-    ├── RequestRejectedError               exit 2   HTTP 400   the gateway refused a request (with its own 4xx and code)
-    └── ThresholdError                exit 10  HTTP 200   an assessment ran but missed a --fail-under
+    ├── AdvisoryServiceError          exit 7   HTTP 502   a vulnerability advisory service unreachable or broken
+    ├── IntegrityError                exit 6   HTTP 500   a config or model file differs from its signed manifest
+    ├── RequestRejectedError          exit 2   HTTP 400   the gateway refused a request (with its own 4xx and code)
+    ├── ThresholdError                exit 10  HTTP 200   an assessment ran but missed a --fail-under
+    ├── FuzzFindingsError             exit 11  HTTP 200   a fuzzing run worked and found failures
+    └── AuditFindingsError            exit 12  HTTP 200   an audit ran and found something at or above --fail-on
 
 The CLI prints ``str(error)`` and exits with ``error.exit_code``; it never shows a traceback for
 these. Anything else reaching the top is a bug and exits 70 (EX_SOFTWARE).
@@ -23,10 +27,14 @@ from __future__ import annotations
 from typing import ClassVar
 
 __all__ = [
+    "AdvisoryServiceError",
+    "AuditFindingsError",
     "BastionError",
     "BudgetExhaustedError",
     "ConfigError",
     "DataError",
+    "FuzzFindingsError",
+    "IntegrityError",
     "InvalidInputError",
     "ModelError",
     "NotFoundError",
@@ -106,6 +114,14 @@ class BudgetExhaustedError(BastionError):
     code = "budget_exhausted"
 
 
+class IntegrityError(BastionError):
+    """A configuration, model or other referenced file that differs from its manifest (``bastion config verify``)."""
+
+    exit_code = 6
+    http_status = 500
+    code = "integrity_mismatch"
+
+
 class RequestRejectedError(BastionError):
     """The gateway refused a request; ``code`` is stable and machine-readable, ``status`` a 4xx.
 
@@ -134,3 +150,27 @@ class ThresholdError(BastionError):
     exit_code = 10
     http_status = 200
     code = "threshold_missed"
+
+
+class AdvisoryServiceError(BastionError):
+    """A vulnerability advisory service (OSV, PyPI) that could not be reached or answered nonsense."""
+
+    exit_code = 7
+    http_status = 502
+    code = "advisory_service_error"
+
+
+class AuditFindingsError(BastionError):
+    """The audit ran, and found a vulnerability, unsafe model file or integrity mismatch at or above ``--fail-on``."""
+
+    exit_code = 12
+    http_status = 200
+    code = "audit_findings"
+
+
+class FuzzFindingsError(BastionError):
+    """``bastion fuzz`` ran and found failures (findings are saved with reproducers; exit 11)."""
+
+    exit_code = 11
+    http_status = 200
+    code = "fuzz_findings"

@@ -206,3 +206,11 @@ def test_requirements_file_that_is_not_utf8_is_named(tmp_path: Path) -> None:
     path.write_bytes(b"requests==2.0\n\xff\n")
     with pytest.raises(DataError, match=r"requirements.txt: expected UTF-8 text, got undecodable bytes at offset 14"):
         requirements_packages(path)
+
+
+def test_osv_record_whose_package_has_no_name_is_malformed(tmp_path: Path) -> None:
+    (tmp_path / "PYSEC-0.json").write_text(
+        json.dumps({"id": "PYSEC-0", "affected": [{"package": {"ecosystem": "PyPI", "name": None}}]})
+    )
+    with pytest.raises(DataError, match=r"PYSEC-0.*'package.name' must be a non-empty string, got None"):
+        OsvDatabase.load(tmp_path)

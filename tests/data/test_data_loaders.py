@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -228,3 +229,44 @@ def test_csv_that_is_not_utf8_is_named(tmp_path: Path) -> None:
     path.write_bytes(b"a,label\n\xff\xfe,1\n")
     with pytest.raises(DataError, match=r"expected UTF-8 text, got undecodable bytes at offset 8"):
         load_csv(path)
+
+
+def _npz_bytes(**arrays: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("arrays", "message"),
+    [
+        ({"x": np.float32(1), "y": np.array([0])}, "expected inputs with a leading example axis"),
+        ({"x": np.zeros((2, 2, 0), np.float32), "y": np.array([0, 1])}, r"inputs of shape \(2, 0\) hold no values"),
+    ],
+    ids=["scalar-x", "empty-features"],
+)
+def test_npz_with_degenerate_inputs_is_refused(tmp_path: Path, arrays: dict[str, np.ndarray], message: str) -> None:
+    path = tmp_path / "data.npz"
+    path.write_bytes(_npz_bytes(**arrays))
+    with pytest.raises(DataError, match=message):
+        load_npz(path)
+
+
+def test_npz_with_a_damaged_compressed_member_is_refused(tmp_path: Path) -> None:
+    raw = bytearray(_npz_bytes(x=np.random.default_rng(0).random((20, 8)).astype(np.float32), y=np.zeros(20)))
+    start = raw.index(b"x.npy") + len("x.npy")
+    raw[start + 10 : start + 40] = bytes(30)  # zeros in the middle of x's deflate stream
+    path = tmp_path / "data.npz"
+    path.write_bytes(bytes(raw))
+    with pytest.raises(DataError, match=r"not a readable \.npz file"):
+        load_npz(path, bounds=(0.0, 1.0))
+
+
+def test_npz_with_an_unknown_compression_method_is_refused(tmp_path: Path) -> None:
+    raw = bytearray(_npz_bytes(x=np.zeros((2, 3), np.float32), y=np.zeros(2)))
+    central = raw.index(b"PK\x01\x02")  # zipfile reads the method from the central directory
+    raw[central + 10 : central + 12] = (99).to_bytes(2, "little")
+    path = tmp_path / "data.npz"
+    path.write_bytes(bytes(raw))
+    with pytest.raises(DataError, match=r"not a readable \.npz file"):
+        load_npz(path)

@@ -292,6 +292,26 @@ def test_a_bad_answer_then_a_good_one_succeeds() -> None:
     torch.testing.assert_close(make(endpoint, []).logits(x), x)
 
 
+def test_scores_beyond_float_range_are_a_bad_answer() -> None:
+    huge = json.dumps({"outputs": [[10**400, 0, 0]] * 2}).encode()  # found by bastion fuzz --pipeline
+    endpoint = Endpoint(ok=lambda r: httpx.Response(200, content=huge))
+    with pytest.raises(RemoteModelError, match="rows of 3 numbers"):
+        make(endpoint, []).logits(inputs(2))
+
+
+@pytest.mark.parametrize("body", [b'{"labels": [0.0, Infinity]}', b'{"labels": [NaN, 1]}', b'{"labels": [1.5, 1]}'])
+def test_non_integer_labels_are_a_bad_answer(body: bytes) -> None:
+    endpoint = Endpoint(ok=lambda r: httpx.Response(200, content=body))
+    with pytest.raises(RemoteModelError, match="expected integer labels"):
+        make(endpoint, [], knowledge="labels", response_field="labels").logits(inputs(2))
+
+
+def test_malformed_url_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="malformed URL"):
+        make(Endpoint(), url="http://[x/p")
+    assert safe_url("http://[x/p") == "<malformed URL>"
+
+
 def test_labels_outside_the_classes_are_a_wrong_class_count() -> None:
     answer = Endpoint(ok=lambda r: httpx.Response(200, json={"labels": [1, 9]}))
     with pytest.raises(RemoteModelError, match=r"label 9 is outside 0\.\.2"):

@@ -167,9 +167,12 @@ def _pypi_entries(record: dict[str, Any]) -> Iterator[dict[str, Any]]:
 def _advisory(record: dict[str, Any], entry: dict[str, Any]) -> Advisory:
     ranges = tuple(_range(r) for r in entry.get("ranges", []) if r["type"] == "ECOSYSTEM")
     versions = tuple(_strings(entry.get("versions", []), "versions"))
+    name = entry["package"]["name"]
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"'package.name' must be a non-empty string, got {name!r}")
     return Advisory(
         id=record["id"],
-        package=canonicalize_name(entry["package"]["name"]),
+        package=canonicalize_name(name),
         aliases=tuple(_strings(record.get("aliases", []), "aliases")),
         summary=str(record.get("summary") or record.get("details", "")).strip(),
         severity=_severity(record),

@@ -6,11 +6,15 @@ import logging
 import sys
 
 import typer
+from rich.markup import escape
 
 import bastion
 from bastion.cli.assess import assess_command
+from bastion.cli.audit import audit_command
 from bastion.cli.common import err_console, out_console
+from bastion.cli.config import config_app
 from bastion.cli.extract import extract_command
+from bastion.cli.fuzz import fuzz_command
 from bastion.cli.gate import gate_command, registry_app, retrain_command
 from bastion.cli.harden import harden_command
 from bastion.cli.poison import poison_command
@@ -29,6 +33,7 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 app.command("assess")(assess_command)
+app.command("audit")(audit_command)
 app.command("extract")(extract_command)
 app.command("patch")(patch_command)
 app.command("perturbation")(perturbation_command)
@@ -36,10 +41,12 @@ app.command("poison")(poison_command)
 app.command("serve")(serve_command)
 app.command("gate")(gate_command)
 app.command("harden")(harden_command)
+app.command("fuzz")(fuzz_command)
 app.command("retrain")(retrain_command)
 app.add_typer(registry_app, name="registry")
 app.add_typer(keys_app, name="keys")
 app.add_typer(review_app, name="review")
+app.add_typer(config_app, name="config")
 
 
 @app.command("attacks")
@@ -73,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as stop:
         return stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
     except BastionError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)  # "[integrity]" is text
         return exc.exit_code
     except Exception as exc:  # the last line of defence: a bug, reported without a traceback
         logging.getLogger("bastion").debug("internal error", exc_info=True)

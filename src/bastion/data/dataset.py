@@ -61,8 +61,12 @@ class Dataset:
         lo, hi = self.bounds
         if not lo < hi:
             raise DataError(f"{self.name}: expected bounds (low, high) with low < high, got {self.bounds}")
+        if self.x.dim() == 0:
+            raise DataError(f"{self.name}: expected inputs with a leading example axis, got a single number")
         if len(self) == 0:
             raise DataError(f"{self.name}: the dataset is empty; expected at least one example")
+        if self.x[0].numel() == 0:
+            raise DataError(f"{self.name}: inputs of shape {self.input_shape} hold no values; expected features")
         if self.y.dim() != 1 or self.y.shape[0] != self.x.shape[0]:
             raise DataError(
                 f"{self.name}: expected one label per input ({self.x.shape[0]}), got labels of shape "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -47,7 +48,8 @@ def load_npz(path: Path, *, bounds: tuple[float, float] | None = None) -> Datase
             x, y = archive[xkey], archive[ykey]
     except ValueError as exc:  # numpy refuses object arrays without allow_pickle
         raise DataError(f"{path}: could not read arrays ({exc}); object arrays are refused") from exc
-    except (OSError, zipfile.BadZipFile, EOFError) as exc:
+    except (OSError, zipfile.BadZipFile, EOFError, zlib.error, NotImplementedError) as exc:
+        # zlib.error: a damaged compressed member; NotImplementedError: zipfile meeting an unknown compression method
         raise DataError(f"{path}: not a readable .npz file: {exc}") from exc
     if not np.issubdtype(x.dtype, np.number):
         raise DataError(f"{path}: expected numeric inputs, got dtype {x.dtype}")

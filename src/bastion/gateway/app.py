@@ -34,11 +34,20 @@ from bastion.gateway.keys import Role
 from bastion.gateway.review.pages import page_handlers
 from bastion.gateway.service import Gateway
 
-__all__ = ["create_app"]
+__all__ = ["REVIEW_PAGES", "create_app"]
 
 logger = logging.getLogger(__name__)
 
 Route = Callable[..., Awaitable[Response]]
+
+# The review pages (path, methods, endpoint name): served outside the OpenAPI document.
+REVIEW_PAGES: tuple[tuple[str, tuple[str, ...], str], ...] = (
+    ("/review/login", ("GET", "POST"), "ui.login"),
+    ("/review/logout", ("POST",), "ui.logout"),
+    ("/review", ("GET",), "ui.home"),
+    ("/review/submissions/{item_id}/image.png", ("GET",), "ui.image"),
+    ("/review/{kind}/{item_id}", ("POST",), "ui.decide"),
+)
 
 
 def create_app(gateway: Gateway, *, close_on_shutdown: bool = True) -> FastAPI:
@@ -125,14 +134,7 @@ def _add_pages(app: FastAPI, guarded: Callable[[str], Route]) -> None:
 
         return serve
 
-    pages = (
-        ("/review/login", ("GET", "POST"), "ui.login"),
-        ("/review/logout", ("POST",), "ui.logout"),
-        ("/review", ("GET",), "ui.home"),
-        ("/review/submissions/{item_id}/image.png", ("GET",), "ui.image"),
-        ("/review/{kind}/{item_id}", ("POST",), "ui.decide"),
-    )
-    for path, methods, endpoint in pages:
+    for path, methods, endpoint in REVIEW_PAGES:
         app.add_api_route(path, page(endpoint), methods=list(methods), include_in_schema=False)
 
 

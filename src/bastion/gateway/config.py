@@ -23,7 +23,9 @@ Example (``bastion.toml``)::
 
 Environment overrides use a double underscore between the section and the key, for example
 ``BASTION__STORE__URL=postgresql://gateway@db/bastion`` or ``BASTION__RATE_LIMIT__PER_KEY='["5/second"]'``;
-a value is read as TOML when it parses as a TOML value, as a plain string otherwise.
+a value is read as TOML when it parses as a TOML value, as a plain string otherwise. The
+``[integrity]`` section is the exception: it cannot be set from the environment, since it says how
+the rest is checked (see :mod:`bastion.audit.integrity`).
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from bastion.errors import ConfigError, NotFoundError
 
@@ -42,6 +44,7 @@ __all__ = [
     "GUARD_ORDER",
     "BoundaryMonitorConfig",
     "GatewayConfig",
+    "IntegrityConfig",
     "ModelConfig",
     "MonitorsConfig",
     "OutputConfig",
@@ -209,6 +212,22 @@ class OutputConfig(_Section):
     top_k: int = Field(default=3, ge=1)  # for "top_k"
 
 
+class IntegrityConfig(_Section):
+    """The signed manifest checked at start (``bastion config sign``); see :mod:`bastion.audit.integrity`."""
+
+    # Relative to the configuration file; default "<config file>.manifest.json".
+    manifest: str | None = None
+    # Refuse to start when the manifest is missing (otherwise a missing manifest is logged and skipped).
+    required: bool = False
+    # The HMAC key, relative to the configuration file; or the BASTION_CONFIG_KEY environment variable.
+    key_file: str | None = None
+
+    @property
+    def enabled(self) -> bool:
+        """Whether the gateway checks a manifest at start: the section names one, a key, or requires it."""
+        return self.manifest is not None or self.key_file is not None or self.required
+
+
 class GatewayConfig(_Section):
     """The whole gateway configuration; see the module docstring for the file format."""
 
@@ -220,6 +239,14 @@ class GatewayConfig(_Section):
     validation: ValidationConfig = ValidationConfig()
     monitors: MonitorsConfig = MonitorsConfig()
     output: OutputConfig = OutputConfig()
+    integrity: IntegrityConfig = IntegrityConfig()
+
+    _config_file: Path | None = PrivateAttr(default=None)
+
+    @property
+    def config_file(self) -> Path | None:
+        """The TOML file this configuration was loaded from (None when built without one)."""
+        return self._config_file
 
     @field_validator("guards")
     @classmethod
@@ -248,13 +275,17 @@ def load_config(
     raw: dict[str, Any] = _read_toml(Path(path)) if path is not None else {}
     where = str(path) if path is not None else "configuration"
     for dotted, value in _env_overrides(os.environ if environ is None else environ).items():
+        if dotted.split(".")[0] == "integrity":  # the check must not be switched off by what it checks
+            raise ConfigError(f"[integrity] cannot be set from the environment, got an override of {dotted}")
         _set_dotted(raw, dotted, value)
     for dotted, value in (overrides or {}).items():
         _set_dotted(raw, dotted, value)
     try:
-        return GatewayConfig.model_validate(raw)
+        config = GatewayConfig.model_validate(raw)
     except ValidationError as error:
         raise ConfigError(f"{where}: {_describe(error)}") from None
+    config._config_file = Path(path) if path is not None else None
+    return config
 
 
 def _read_toml(path: Path) -> dict[str, Any]:

@@ -1,8 +1,10 @@
 """The running gateway's parts in one object: configuration, model, store, limiter, monitors, metrics.
 
 :meth:`Gateway.build` turns a validated :class:`~bastion.gateway.config.GatewayConfig` into these
-parts: it loads the model through the model protocol, opens (and migrates) the store, checks the
-rate-limit storage, and calibrates the monitors on benign inputs.
+parts: it checks the configuration against its manifest when ``[integrity]`` asks for it (before
+anything is loaded; see :mod:`bastion.audit.integrity`), loads the model through the model
+protocol, opens (and migrates) the store, checks the rate-limit storage, and calibrates the
+monitors on benign inputs.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from bastion.audit.integrity import verify_at_start
 from bastion.data.dataset import Dataset
 from bastion.data.loaders import load_data
 from bastion.errors import ConfigError
@@ -51,7 +54,12 @@ class Gateway:
 
     @classmethod
     def build(cls, config: GatewayConfig, *, model: Classifier | None = None, store: Store | None = None) -> Gateway:
-        """The gateway's parts from ``config``; ``model`` and ``store`` replace the configured ones."""
+        """The gateway's parts from ``config``; ``model`` and ``store`` replace the configured ones.
+
+        Raises :class:`~bastion.errors.IntegrityError` when the configuration or a file it names
+        differs from its manifest: nothing is loaded from a file that changed.
+        """
+        verify_at_start(config)
         calibration: Dataset | None = None
         if model is None:
             model, calibration = load_gateway_model(config.model)

@@ -323,7 +323,10 @@ def _seconds_until(date: str, now: float) -> float | None:
 
 def safe_url(url: str) -> str:
     """``url`` without credentials, query or fragment, fit for logs and reports."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # e.g. an unclosed IPv6 bracket: show nothing of it rather than fail
+        return "<malformed URL>"
     host = parts.hostname or ""
     host = f"[{host}]" if ":" in host else host
     try:
@@ -373,7 +376,7 @@ def _is_nested(value: list[Any]) -> bool:
 def _scores(value: Any, rows: int, classes: int) -> Tensor:
     try:
         array = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, OverflowError) as exc:  # OverflowError: an integer too large for a float
         raise _BadResponse(f"expected {rows} rows of {classes} numbers, got something else ({exc})") from exc
     if array.ndim != 2 or array.shape[0] != rows:
         raise _BadResponse(f"expected scores of shape ({rows}, {classes}), got shape {array.shape}")
@@ -384,13 +387,18 @@ def _scores(value: Any, rows: int, classes: int) -> Tensor:
     return torch.from_numpy(array).float()
 
 
+def _is_whole(number: int | float) -> bool:
+    """An int, or a finite float without a fractional part (NaN and infinity have no integer value)."""
+    return isinstance(number, int) or (math.isfinite(number) and number == int(number))
+
+
 def _labels(value: Any, rows: int, classes: int) -> Tensor:
     if not isinstance(value, list) or len(value) != rows:
         got = f"{len(value)} items" if isinstance(value, list) else type(value).__name__
         raise _BadResponse(f"expected {rows} labels, got {got}")
     labels = []
     for item in value:
-        if isinstance(item, bool) or not isinstance(item, (int, float)) or item != int(item):
+        if isinstance(item, bool) or not isinstance(item, (int, float)) or not _is_whole(item):
             raise _BadResponse(f"expected integer labels, got {item!r}")
         if not 0 <= int(item) < classes:
             raise _BadResponse(f"wrong number of classes: label {int(item)} is outside 0..{classes - 1}")
@@ -414,7 +422,10 @@ def _validate(config: RemoteConfig) -> None:
 
 
 def _validate_url(url: str) -> None:
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:
+        raise ConfigError(f"expected an http:// or https:// URL with a host, got a malformed URL ({exc})") from exc
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigError(f"expected an http:// or https:// URL with a host, got {safe_url(url)!r}")
     try:
