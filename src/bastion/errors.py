@@ -12,7 +12,7 @@
     ├── NotFoundError                 exit 2   HTTP 404   a file or folder that does not exist
     ├── BudgetExhaustedError          exit 5   HTTP 429   a query budget ran out
     ├── AdvisoryServiceError          exit 7   HTTP 502   a vulnerability advisory service unreachable or broken
-    ├── IntegrityError                exit 6   HTTP 500   a config or model file differs from its signed manifest
+    ├── IntegrityError                exit 6   HTTP 500   a config or model file differs from its manifest
     ├── RequestRejectedError          exit 2   HTTP 400   the gateway refused a request (with its own 4xx and code)
     ├── ThresholdError                exit 10  HTTP 200   an assessment ran but missed a --fail-under
     ├── FuzzFindingsError             exit 11  HTTP 200   a fuzzing run worked and found failures

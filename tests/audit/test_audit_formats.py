@@ -215,13 +215,13 @@ def test_the_page_shows_the_integrity_checks(report: AuditReport) -> None:
     integrity = dataclasses.replace(
         report.integrity,
         status="mismatch",
-        detail="bastion.toml differs from its signed manifest",
+        detail="bastion.toml differs from its manifest",
         result={"ok": False, "manifest": "m.json", "signed": True, "checks": [
             {"name": "effective.monitors.boundary.quantile", "expected": "0.05", "actual": "0.5", "ok": False},
         ]},
     )  # fmt: skip
     html = render_audit_html(dataclasses.replace(report, integrity=integrity))
-    assert '<span class="mismatch">mismatch</span>: bastion.toml differs from its signed manifest' in html
+    assert '<span class="mismatch">mismatch</span>: bastion.toml differs from its manifest' in html
     assert "<td>effective.monitors.boundary.quantile</td><td>0.05</td><td>0.5</td>" in html
     assert "manifest m.json, signed" in html
     assert "not checked: no gateway config given (--config)" in html  # the attack-surface section without a config

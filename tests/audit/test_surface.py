@@ -137,8 +137,11 @@ def test_stealing_is_open_to_scores_without_limits_and_mitigated_by_labels_limit
     assert exposed.status == "open" and exposed.layers == ()
     assert "clients see full probability vectors" in exposed.gaps and "no per-key rate limit" in exposed.gaps
 
-    stealing = build_surface_map(guarded, environ={}).threat("stealing")
+    guarded_map = build_surface_map(guarded, environ={})
+    stealing = guarded_map.threat("stealing")
     assert stealing.status == "mitigated"
+    # The same layers leave membership inference partial: labels alone leak membership (no DP training).
+    assert guarded_map.threat("membership").status == "partial"
     assert stealing.layers == (
         "output policy: clients see labels only",
         "per-key rate limits (5/second, 1000/day)",

@@ -206,7 +206,7 @@ def _integrity(options: AuditOptions) -> IntegritySection:
     checked: dict[str, Any] = result.to_dict()
     if result.ok:
         return IntegritySection("verified", f"{options.config} matches its manifest", checked)
-    return IntegritySection("mismatch", f"{options.config} differs from its signed manifest", checked)
+    return IntegritySection("mismatch", f"{options.config} differs from its manifest", checked)
 
 
 def _surface(options: AuditOptions, findings: Sequence[Finding], *, audited: bool) -> SurfaceSection:

@@ -211,8 +211,9 @@ def _membership(posture: Posture) -> ThreatStatus:
     layers = _present(_output_layer(posture), _rate_layer(posture), _detector_layer(posture))
     gaps = _query_gaps(posture)
     gaps.append("no differentially private training: label-only membership inference stays possible with queries")
-    complete = posture.client_output == "label" and bool(posture.per_key_limits) and posture.monitor_on("query")
-    return _graded(layers, gaps, complete=complete)
+    # Never better than partial: label-only attacks (Choquette-Choo et al. 2021) need only enough queries,
+    # and nothing here bounds what the model itself memorised.
+    return _graded(layers, gaps, complete=False)
 
 
 def _stealing(posture: Posture) -> ThreatStatus:

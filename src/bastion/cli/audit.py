@@ -133,3 +133,11 @@ def _print(report: AuditReport) -> None:
         out_console.print(table)
     out_console.print(f"Configuration integrity: {report.integrity.status} ({report.integrity.detail})", soft_wrap=True)
     out_console.print(f"Attack surface: {report.surface.status} ({report.surface.detail})", soft_wrap=True)
+    threats = (report.surface.surface or {}).get("threats", [])
+    if threats:
+        colour = {"mitigated": "green", "partial": "yellow", "open": "red"}
+        table = Table("threat", "status", "layers", title="Threats (Microsoft, Threat Modeling AI/ML Systems)")
+        for threat in threats:
+            status = threat["status"]
+            table.add_row(threat["name"], f"[{colour.get(status, 'white')}]{status}[/]", str(len(threat["layers"])))
+        out_console.print(table)

@@ -70,7 +70,8 @@ def fuzz_gateway(
     _check_options(url, max_examples, seed, time_limit_s, request_timeout_s)
     start = time.monotonic()
     base_url, document_url = _urls(url)
-    schema = _schema(_document(document_url, api_key, request_timeout_s))
+    # The document is fetched once and may be built on first request: the probe's timeout does not apply to it.
+    schema = _schema(_document(document_url, api_key, max(request_timeout_s, DOCUMENT_TIMEOUT_S)))
     session = _Session(base_url, api_key, request_timeout_s, None if time_limit_s is None else start + time_limit_s)
     operations = _operations(schema)
     with warnings.catch_warnings(), session.http:
@@ -98,6 +99,9 @@ def _check_options(
             continue
         if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value < math.inf:
             raise ConfigError(f"expected {name} to be a positive number of seconds, got {value!r}")
+
+
+DOCUMENT_TIMEOUT_S = 30.0  # the least time given to the OpenAPI document
 
 
 def _urls(url: str) -> tuple[str, str]:
@@ -348,7 +352,8 @@ def _fuzz_operation(
             session.out_of_time = True
             session.skipped.append(operation.label)
         except Exception as error:  # e.g. no request can break a schema that has no parameters
-            logger.info("%s (%s): no requests generated: %r", operation.label, mode.value, error)
+            first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
+            logger.debug("%s (%s): no requests generated: %s", operation.label, mode.value, first_line[:200])
 
 
 def _findings(session: _Session, out_dir: Path | None) -> list[PipelineFinding]:

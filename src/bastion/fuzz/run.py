@@ -186,16 +186,20 @@ def run_fuzz(
     validity = _validity(options, seeds, oracle) if oracle is not None and "metamorphic" in options.fuzzers else None
     return FuzzReport(
         target="model",
-        subject=str(getattr(model, "name", type(model).__name__)),
+        subject=_name(model) or "model",
         seeds=seeds.name,
         n_seeds=len(seeds),
-        options=options.to_dict(),
+        options={**options.to_dict(), "reference": _name(reference), "oracle": _name(oracle)},
         runs=tuple(campaign.runs),
         findings=findings,
         coverage=tuple(campaign.coverage),
         validity=validity,
         seconds=clock() - started,
     )
+
+
+def _name(model: Classifier | None) -> str | None:
+    return None if model is None else str(getattr(model, "name", type(model).__name__))
 
 
 def _check_fit(model: Classifier, seeds: Dataset, reference: Classifier | None, oracle: Classifier | None) -> None:

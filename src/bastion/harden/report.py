@@ -39,7 +39,7 @@ from bastion.models.torch import TorchClassifier
 from bastion.norms import get_norm
 from bastion.report.jsonio import from_dict, read_json_file, to_dict, write_strict_json
 from bastion.report.model import Assessment, Finding
-from bastion.report.views import number, percent
+from bastion.report.templating import report_environment
 
 __all__ = [
     "HARDEN_FILES",
@@ -303,15 +303,7 @@ def write_harden_report(report: HardenReport, out_dir: str | Path) -> dict[str, 
 
 @functools.cache
 def _environment() -> jinja2.Environment:
-    environment = jinja2.Environment(
-        loader=jinja2.PackageLoader("bastion.report", "templates"),  # harden.html lives with the other pages
-        autoescape=True,  # every value is text; the template never marks one safe
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
-    environment.filters.update(percent=percent, number=number, signed=_signed_points, seconds=_seconds)
-    return environment
+    return report_environment(signed=_signed_points, seconds=_seconds)
 
 
 def _signed_points(value: float | None) -> str:

@@ -17,6 +17,7 @@ import jinja2
 from bastion.audit.formats import write_format
 from bastion.audit.outcome import AuditReport, audit_from_dict
 from bastion.report.jsonio import read_json_file
+from bastion.report.templating import report_environment
 
 __all__ = ["AUDIT_FILES", "read_audit_json", "render_audit_html", "write_audit_report"]
 
@@ -50,11 +51,4 @@ def write_audit_report(report: AuditReport, out_dir: str | Path, *, formats: Seq
 
 @functools.cache
 def _environment() -> jinja2.Environment:
-    environment = jinja2.Environment(
-        loader=jinja2.PackageLoader("bastion.report", "templates"),
-        autoescape=True,  # every value is text; the template never marks one safe
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
-    return environment
+    return report_environment()

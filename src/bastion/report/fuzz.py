@@ -21,7 +21,7 @@ import jinja2
 from bastion.errors import DataError
 from bastion.report.figures import data_uri, figure_png, finish_axes
 from bastion.report.jsonio import read_json_file, write_strict_json
-from bastion.report.views import number, percent
+from bastion.report.templating import report_environment
 
 __all__ = [
     "FINDING_CLASSES",
@@ -221,12 +221,4 @@ def write_fuzz_report(report: FuzzReport, out_dir: str | Path) -> dict[str, Path
 
 @functools.cache
 def _environment() -> jinja2.Environment:
-    environment = jinja2.Environment(
-        loader=jinja2.PackageLoader("bastion.report", "templates"),
-        autoescape=True,  # every value is text; the template never marks one safe
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
-    environment.filters.update(percent=percent, number=number)
-    return environment
+    return report_environment()

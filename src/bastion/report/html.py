@@ -16,14 +16,13 @@ import jinja2
 
 from bastion.report.figures import data_uri, example_thumbnails, is_image_shape, pattern_png, robustness_plot
 from bastion.report.model import Assessment, ExampleImage, UniversalRun
+from bastion.report.templating import report_environment
 from bastion.report.views import (
     accuracy_table,
     class_columns,
     describe_threshold,
     epsilons,
     key_label,
-    number,
-    percent,
     sorted_findings,
 )
 
@@ -72,15 +71,7 @@ def write_html(assessment: Assessment, path: str | Path) -> Path:
 
 @functools.cache
 def _environment() -> jinja2.Environment:
-    environment = jinja2.Environment(
-        loader=jinja2.PackageLoader("bastion.report", "templates"),
-        autoescape=True,  # every value is text unless the template says otherwise, which it never does
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
-    environment.filters.update(percent=percent, number=number, key_label=key_label, pairs=_pairs)
-    return environment
+    return report_environment(key_label=key_label, pairs=_pairs)
 
 
 def _context(assessment: Assessment) -> dict[str, Any]:

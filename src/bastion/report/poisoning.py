@@ -20,7 +20,7 @@ import jinja2
 from bastion.errors import DataError
 from bastion.report.figures import data_uri, figure_png, finish_axes
 from bastion.report.jsonio import read_json_file, write_strict_json
-from bastion.report.views import number, percent
+from bastion.report.templating import report_environment
 
 __all__ = [
     "POISONING_FILES",
@@ -200,15 +200,7 @@ def write_poisoning_report(report: PoisoningReport, out_dir: str | Path) -> dict
 
 @functools.cache
 def _environment() -> jinja2.Environment:
-    environment = jinja2.Environment(
-        loader=jinja2.PackageLoader("bastion.report", "templates"),
-        autoescape=True,  # every value is text; the template never marks one safe
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
-    environment.filters.update(percent=percent, number=number, signed=_signed_points)
-    return environment
+    return report_environment(signed=_signed_points)
 
 
 def _signed_points(value: float | None) -> str:

@@ -14,6 +14,7 @@ from typing import Any
 import jinja2
 
 from bastion.audit.surface import SurfaceMap
+from bastion.report.templating import report_environment
 
 __all__ = ["render_surface_html"]
 
@@ -39,10 +40,4 @@ def render_surface_html(surface_map: SurfaceMap | Mapping[str, Any]) -> str:
 
 @functools.cache
 def _environment() -> jinja2.Environment:
-    return jinja2.Environment(
-        loader=jinja2.PackageLoader("bastion.report", "templates"),
-        autoescape=True,  # every value is text unless the template says otherwise, which it never does
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
+    return report_environment()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import httpx
 
+from bastion.audit.vulns.httpio import OnlineService
 from bastion.audit.vulns.interface import DEFAULT_TIMEOUT, Package, VulnerabilityResults, VulnerabilityService
 from bastion.audit.vulns.offline import OfflineService
 from bastion.audit.vulns.osv_api import OSV_URL, OsvService
@@ -25,7 +26,7 @@ __all__ = [
 ]
 
 # --service name -> implementation; read by the CLI, run_audit and docs/audit.md.
-ONLINE_SERVICES: dict[str, type[OsvService] | type[PyPIService]] = {"osv": OsvService, "pypi": PyPIService}
+ONLINE_SERVICES: dict[str, type[OnlineService]] = {"osv": OsvService, "pypi": PyPIService}
 
 
 def online_service(
@@ -40,6 +41,4 @@ def online_service(
         raise ConfigError(f"unknown vulnerability service {name!r}; expected one of {sorted(ONLINE_SERVICES)}")
     if timeout <= 0:
         raise ConfigError(f"expected a service timeout > 0 seconds, got {timeout}")
-    cls = ONLINE_SERVICES[name]
-    default = OSV_URL if cls is OsvService else PYPI_URL
-    return cls(base_url=base_url or default, timeout=timeout, transport=transport)
+    return ONLINE_SERVICES[name](base_url=base_url, timeout=timeout, transport=transport)

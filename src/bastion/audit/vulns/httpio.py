@@ -2,15 +2,49 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, ClassVar
 
 import httpx
 
+from bastion.audit.vulns.interface import DEFAULT_TIMEOUT, Package, VulnerabilityResults
 from bastion.errors import AdvisoryServiceError
 
-__all__ = ["NOT_FOUND", "client", "request_json"]
+__all__ = ["NOT_FOUND", "OnlineService", "client", "request_json"]
 
 NOT_FOUND = object()  # request_json's answer to a 404
+
+
+class OnlineService:
+    """Where an online advisory service answers, and how long to wait; ``transport`` replaces the network.
+
+    Each service sets ``title`` (for the report) and ``default_url`` (its public address).
+    """
+
+    title: ClassVar[str]
+    default_url: ClassVar[str]
+
+    def __init__(
+        self,
+        *,
+        base_url: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.base_url = base_url or self.default_url
+        self.timeout = timeout
+        self.transport = transport
+
+    @property
+    def description(self) -> str:
+        return f"{self.title} {self.base_url}"
+
+    def client(self) -> httpx.Client:
+        return client(self.base_url, timeout=self.timeout, transport=self.transport)
+
+    def query(self, packages: Sequence[Package]) -> VulnerabilityResults:
+        """The advisories of each ``(name, version)``, as :class:`~bastion.audit.vulns.VulnerabilityService` says."""
+        raise NotImplementedError(f"{type(self).__name__} must implement query()")
 
 
 def client(base_url: str, *, timeout: float, transport: httpx.BaseTransport | None) -> httpx.Client:

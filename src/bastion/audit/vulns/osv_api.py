@@ -15,8 +15,8 @@ from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
 from bastion.audit.deps import Finding
-from bastion.audit.vulns.httpio import NOT_FOUND, client, request_json
-from bastion.audit.vulns.interface import DEFAULT_TIMEOUT, Package, VulnerabilityResults
+from bastion.audit.vulns.httpio import NOT_FOUND, OnlineService, request_json
+from bastion.audit.vulns.interface import Package, VulnerabilityResults
 from bastion.errors import AdvisoryServiceError
 
 __all__ = ["OSV_URL", "OsvService"]
@@ -26,26 +26,14 @@ _BATCH = 1000  # the API's limit on queries per batch
 _MAX_PAGES = 20  # per package; no real package has 20 000 advisories
 
 
-class OsvService:
+class OsvService(OnlineService):
     """Query the OSV API at ``base_url``; ``transport`` (an httpx transport) replaces the network."""
 
-    def __init__(
-        self,
-        *,
-        base_url: str = OSV_URL,
-        timeout: float = DEFAULT_TIMEOUT,
-        transport: httpx.BaseTransport | None = None,
-    ) -> None:
-        self.base_url = base_url
-        self.timeout = timeout
-        self.transport = transport
-
-    @property
-    def description(self) -> str:
-        return f"OSV API {self.base_url}"
+    title = "OSV API"
+    default_url = OSV_URL
 
     def query(self, packages: Sequence[Package]) -> VulnerabilityResults:
-        with client(self.base_url, timeout=self.timeout, transport=self.transport) as http:
+        with self.client() as http:
             ids = _advisory_ids(http, list(packages))
             records: dict[str, dict[str, Any]] = {}
             notices: list[str] = []

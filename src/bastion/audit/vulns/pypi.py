@@ -10,11 +10,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import httpx
-
 from bastion.audit.deps import Finding
-from bastion.audit.vulns.httpio import NOT_FOUND, client, request_json
-from bastion.audit.vulns.interface import DEFAULT_TIMEOUT, Package, VulnerabilityResults
+from bastion.audit.vulns.httpio import NOT_FOUND, OnlineService, request_json
+from bastion.audit.vulns.interface import Package, VulnerabilityResults
 from bastion.errors import AdvisoryServiceError
 
 __all__ = ["PYPI_URL", "PyPIService"]
@@ -22,28 +20,16 @@ __all__ = ["PYPI_URL", "PyPIService"]
 PYPI_URL = "https://pypi.org"
 
 
-class PyPIService:
+class PyPIService(OnlineService):
     """Query PyPI's JSON API at ``base_url``, one request per package; ``transport`` replaces the network."""
 
-    def __init__(
-        self,
-        *,
-        base_url: str = PYPI_URL,
-        timeout: float = DEFAULT_TIMEOUT,
-        transport: httpx.BaseTransport | None = None,
-    ) -> None:
-        self.base_url = base_url
-        self.timeout = timeout
-        self.transport = transport
-
-    @property
-    def description(self) -> str:
-        return f"PyPI JSON API {self.base_url}"
+    title = "PyPI JSON API"
+    default_url = PYPI_URL
 
     def query(self, packages: Sequence[Package]) -> VulnerabilityResults:
         findings: list[Finding] = []
         notices: list[str] = []
-        with client(self.base_url, timeout=self.timeout, transport=self.transport) as http:
+        with self.client() as http:
             for name, version in packages:
                 answer = request_json(http, "GET", f"/pypi/{name}/{version}/json")
                 if answer is NOT_FOUND:
