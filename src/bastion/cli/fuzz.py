@@ -23,6 +23,8 @@ from bastion.report.views import percent
 __all__ = ["FINDINGS_EXIT_CODE", "fuzz_command"]
 
 FINDINGS_EXIT_CODE = FuzzFindingsError.exit_code  # 11: the run worked and found failures
+# Without --budget or --time: inputs in all (model), examples per decoder (pipeline) or per operation (gateway).
+DEFAULT_BUDGETS = {"model": 2000, "pipeline": 500, "gateway": 100}
 
 
 def fuzz_command(
@@ -40,7 +42,11 @@ def fuzz_command(
     ] = None,
     budget: Annotated[
         Optional[int],  # noqa: UP045
-        typer.Option("--budget", "-b", help="Inputs to generate in all (default 2000 without --time)."),
+        typer.Option(
+            "--budget",
+            "-b",
+            help="Inputs in all (model, default 2000), per decoder (pipeline, 500) or per operation (gateway, 100).",
+        ),
     ] = None,
     time_limit: Annotated[
         Optional[float],  # noqa: UP045
@@ -92,7 +98,7 @@ def fuzz_command(
     target = _target(model, gateway, pipeline)
     options = FuzzOptions(
         target=target,
-        budget=budget if budget is not None or time_limit is not None else 2000,
+        budget=budget if budget is not None or time_limit is not None else DEFAULT_BUDGETS[target],
         time_limit_s=time_limit,
         seed=seed,
         strength=strength,
