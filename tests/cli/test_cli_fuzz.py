@@ -50,9 +50,11 @@ def test_fuzz_writes_a_report_whose_findings_match_the_exit_code(
     assert again_code == code and _stable(again) == _stable(report)
 
 
-def test_reference_float16_adds_the_disagreement_oracle(tmp_path: Path) -> None:
-    code, report = _fuzz(tmp_path, "--reference", "float16", "--fuzzer", "guided", "--no-minimise")
+@pytest.mark.parametrize("variant", ["float16", "int8"])
+def test_reference_copy_adds_the_disagreement_oracle(tmp_path: Path, variant: str) -> None:
+    code, report = _fuzz(tmp_path, "--reference", variant, "--fuzzer", "guided", "--no-minimise")
     assert code in (0, FINDINGS_EXIT_CODE) and [run["fuzzer"] for run in report["runs"]] == ["guided"]
+    assert report["options"]["reference"] == f"demo-digits-cnn-{variant}"
     assert report["validity"] is None  # validity is the metamorphic fuzzer's, which did not run
 
 

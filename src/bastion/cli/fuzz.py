@@ -16,6 +16,7 @@ from bastion.cli.common import err_console, out_console
 from bastion.data.dataset import Dataset
 from bastion.errors import ConfigError, FuzzFindingsError
 from bastion.fuzz.run import DEFAULT_STRENGTH, FuzzOptions, run_fuzz
+from bastion.fuzz.variants import VARIANTS
 from bastion.models.interface import Classifier
 from bastion.report.fuzz import FuzzReport, write_fuzz_report
 from bastion.report.views import percent
@@ -62,7 +63,7 @@ def fuzz_command(
     ] = None,
     reference: Annotated[
         Optional[str],  # noqa: UP045
-        typer.Option(help="A second model for the disagreement oracle: a model file, demo:NAME, or float16."),
+        typer.Option(help="A second model for the disagreement oracle: a model file, demo:NAME, float16 or int8."),
     ] = None,
     oracle: Annotated[
         Optional[str],  # noqa: UP045
@@ -160,47 +161,18 @@ def _model_inputs(
 
 
 def _second(spec: str, model: Classifier, seeds: Dataset, factory: str | None) -> Classifier:
-    """A second model: ``float16`` (a half-precision copy of a PyTorch model), demo:NAME[@SEED] or a file."""
+    """A second model: ``float16`` or ``int8`` (copies of a PyTorch model), demo:NAME[@SEED] or a file."""
     from bastion.demo import demo_model
     from bastion.models.open import load_model
 
-    if spec == "float16":
-        return _half(model)
+    if spec in VARIANTS:
+        return VARIANTS[spec](model)
     if spec.startswith("demo:"):
         name, _, seed = spec[5:].partition("@")
         if seed and not seed.isdigit():
             raise ConfigError(f"expected demo:NAME or demo:NAME@SEED, got {spec!r}")
         return demo_model(name, seed=int(seed or 0))
     return load_model(spec, input_shape=seeds.input_shape, bounds=seeds.bounds, factory=factory)
-
-
-def _half(model: Classifier) -> Classifier:
-    """A float16 copy of a PyTorch model that takes and returns float32, for the disagreement oracle."""
-    import copy
-
-    from torch import Tensor, nn
-
-    from bastion.models.torch import TorchClassifier
-
-    if not isinstance(model, TorchClassifier):
-        raise ConfigError(f"--reference float16 needs a PyTorch model; this one is a {type(model).__name__}")
-
-    class Half(nn.Module):
-        def __init__(self, inner: nn.Module) -> None:
-            super().__init__()
-            self.inner = copy.deepcopy(inner).half()
-
-        def forward(self, x: Tensor) -> Tensor:
-            out: Tensor = self.inner(x.half()).float()
-            return out
-
-    return TorchClassifier(
-        Half(model.module).eval(),
-        input_shape=model.input_shape,
-        num_classes=model.num_classes,
-        bounds=model.bounds,
-        name=f"{model.name}-float16",
-    )
 
 
 def _print(report: FuzzReport) -> None:
