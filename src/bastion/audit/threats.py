@@ -203,8 +203,9 @@ def _inversion(posture: Posture) -> ThreatStatus:
     layers = _present(_output_layer(posture), _rate_layer(posture))
     gaps = [] if posture.client_output == "label" else ["clients see scores, which confidence-based inversion uses"]
     if not posture.per_key_limits:
-        gaps.append("no per-key rate limit")
-    return _graded(layers, gaps, complete=posture.client_output == "label")
+        # Label-only inversion exists (Kahla et al. 2022): it needs many queries, which limits deny.
+        gaps.append("no per-key rate limit: label-only inversion needs only enough queries")
+    return _graded(layers, gaps, complete=posture.client_output == "label" and bool(posture.per_key_limits))
 
 
 def _membership(posture: Posture) -> ThreatStatus:
