@@ -23,7 +23,8 @@ Example::
 
     manifest = sign_config(Path("bastion.toml"), key=b"...")   # bastion.toml.manifest.json
     report = verify_manifest(Path("bastion.toml"), key=b"...")
-    assert report.ok, [c.name for c in report.checks if not c.ok]
+    if not report.ok:
+        print(report.describe())
 """
 
 from __future__ import annotations
