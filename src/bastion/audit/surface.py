@@ -30,7 +30,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit, urlunsplit
 
 from packaging.utils import canonicalize_name
 
@@ -48,6 +47,7 @@ from bastion.audit.decoders import (
 from bastion.audit.deps import Finding
 from bastion.audit.threats import THREATS, Posture, Status, assess_threat
 from bastion.errors import DataError
+from bastion.urls import mask_url
 
 if TYPE_CHECKING:  # imported where used: the model loaders import bastion.audit, and the gateway imports them
     from bastion.gate.policy import GatePolicy
@@ -271,18 +271,6 @@ def build_surface_map(
         monitors=_monitors(config),
         threats=tuple(_threat_row(key, posture) for key in THREATS),
     )
-
-
-def mask_url(url: str) -> str:
-    """``url`` with its password (in the authority or a ``password=`` query parameter) replaced by ``***``."""
-    parts = urlsplit(url)
-    query = re.sub(r"(?i)(^|&)(password=)[^&]*", r"\1\2***", parts.query)
-    if parts.password is None and query == parts.query:
-        return url  # unchanged, and unsplit would turn "memory://" into "memory:"
-    netloc = parts.netloc
-    if parts.password is not None:
-        netloc = f"{parts.username or ''}:***@{netloc.rsplit('@', 1)[1]}"
-    return urlunsplit(parts._replace(netloc=netloc, query=query))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -31,6 +31,7 @@ from limits.strategies import MovingWindowRateLimiter
 from limits.util import parse_many
 
 from bastion.errors import BastionError, ConfigError, RequestRejectedError
+from bastion.urls import mask_url
 
 __all__ = ["LimitDecision", "RateLimiter", "mask_url"]
 
@@ -171,19 +172,6 @@ class RateLimiter:
         window, reset = max(full, key=lambda pair: pair[1])
         retry_after = max(0.0, reset - self.clock())
         return LimitDecision(allowed=False, retry_after=retry_after, limit=str(window.item), remaining=0)
-
-
-def mask_url(url: str) -> str:
-    """``url`` with its password replaced by ``***``, for messages and logs."""
-    try:
-        parts = urllib.parse.urlsplit(url)
-        password = parts.password
-    except ValueError:
-        return "<unparseable URL>"
-    if password is None:
-        return url
-    netloc = parts.netloc.replace(f":{password}@", ":***@", 1)
-    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
 
 
 def _without_password(text: str, url: str) -> str:
